@@ -1,0 +1,184 @@
+/**
+ * The server's one configuration object: parsed from flags and environment variables (every flag has an
+ * environment twin, `--data-dir` and `REPLICHAT_DATA_DIR`), validated with cross-field rules, then frozen.
+ * A bad value fails at start with a message that names the flag.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { type ChatLimits, DEFAULT_CHAT_LIMITS } from '../core/limits.js';
+
+export interface ServerConfig {
+  readonly dataDirectory: string;
+  /** host:port for the client-facing gRPC service. */
+  readonly listenAddress: string;
+  /** host:port for HTTP /metrics, /healthz and /readyz. */
+  readonly metricsListenAddress: string;
+  readonly tls: { readonly certificatePath: string; readonly keyPath: string } | 'insecure';
+  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  readonly limits: ChatLimits;
+  /** How long SIGTERM waits for in-flight requests before the server stops hard. */
+  readonly shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+interface FlagSpec {
+  readonly type: 'string' | 'boolean';
+  readonly description: string;
+  readonly default?: string;
+}
+
+/** Every flag, its environment twin is REPLICHAT_ plus the flag in upper snake case. */
+export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
+  'data-dir': { type: 'string', description: 'directory for this replica\'s SQLite database', default: './data' },
+  listen: { type: 'string', description: 'host:port of the client gRPC service', default: '0.0.0.0:50051' },
+  'metrics-listen': {
+    type: 'string',
+    description: 'host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks one)',
+    default: '0.0.0.0:9100',
+  },
+  'tls-cert': { type: 'string', description: 'PEM certificate for the client gRPC service' },
+  'tls-key': { type: 'string', description: 'PEM private key for the client gRPC service' },
+  insecure: { type: 'boolean', description: 'serve clients in plaintext (passwords travel unencrypted)' },
+  'log-level': { type: 'string', description: 'trace, debug, info, warn or error', default: 'info' },
+  'message-max-bytes': {
+    type: 'string',
+    description: 'largest message body in UTF-8 bytes',
+    default: String(DEFAULT_CHAT_LIMITS.messageMaxBytes),
+  },
+  'page-size-default': {
+    type: 'string',
+    description: 'page size when a request gives none',
+    default: String(DEFAULT_CHAT_LIMITS.pageSizeDefault),
+  },
+  'page-size-max': {
+    type: 'string',
+    description: 'largest page size a request may ask for',
+    default: String(DEFAULT_CHAT_LIMITS.pageSizeMax),
+  },
+  'subscriptions-per-user-max': {
+    type: 'string',
+    description: 'open Subscribe streams allowed per user on one replica',
+    default: String(DEFAULT_CHAT_LIMITS.subscriptionsPerUserMax),
+  },
+  'session-ttl-hours': {
+    type: 'string',
+    description: 'how long a session lasts after login',
+    default: String(DEFAULT_CHAT_LIMITS.sessionTtlMs / 3_600_000),
+  },
+  'shutdown-grace-ms': {
+    type: 'string',
+    description: 'how long SIGTERM waits for in-flight requests',
+    default: '5000',
+  },
+};
+
+export function environmentName(flag: string): string {
+  return `REPLICHAT_${flag.toUpperCase().replaceAll('-', '_')}`;
+}
+
+/** The --help text of `replichat server`. */
+export function serverHelp(): string {
+  const lines = ['Usage: replichat server [options]', '', 'Runs one replica of the chat service.', '', 'Options:'];
+  for (const [flag, spec] of Object.entries(SERVER_FLAGS)) {
+    const value = spec.type === 'string' ? ' <value>' : '';
+    const fallback = spec.default === undefined ? '' : ` (default ${spec.default})`;
+    lines.push(`  --${flag}${value}`.padEnd(36) + `${spec.description}${fallback}; env ${environmentName(flag)}`);
+  }
+  lines.push('  --help'.padEnd(36) + 'show this help');
+  return lines.join('\n');
+}
+
+function positiveInteger(flag: string, raw: string, maximum: number): number {
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value <= 0 || value > maximum) {
+    throw new ConfigError(`--${flag} must be a whole number from 1 to ${maximum}, not ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function hostPort(flag: string, raw: string): string {
+  const match = /^(.+):(\d{1,5})$/.exec(raw);
+  if (match === null || Number(match[2]) > 65535) {
+    throw new ConfigError(`--${flag} must be host:port, not ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+/** Parses argv (without the `server` word) and the environment into a frozen, validated config. */
+export function parseServerConfig(argv: readonly string[], environment: NodeJS.ProcessEnv): ServerConfig {
+  const options = Object.fromEntries(
+    Object.entries(SERVER_FLAGS).map(([flag, spec]) => [flag, { type: spec.type }]),
+  ) as Record<string, { type: 'string' | 'boolean' }>;
+  let parsed: Record<string, string | boolean | undefined>;
+  try {
+    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values as Record<
+      string,
+      string | boolean | undefined
+    >;
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  const value = (flag: string): string | undefined => {
+    const fromFlag = parsed[flag];
+    if (typeof fromFlag === 'string') return fromFlag;
+    const fromEnvironment = environment[environmentName(flag)];
+    if (fromEnvironment !== undefined && fromEnvironment !== '') return fromEnvironment;
+    return SERVER_FLAGS[flag]?.default;
+  };
+  const flagSet = (flag: string): boolean => {
+    if (parsed[flag] === true) return true;
+    const fromEnvironment = environment[environmentName(flag)];
+    return fromEnvironment === '1' || fromEnvironment === 'true';
+  };
+
+  const certificatePath = value('tls-cert');
+  const keyPath = value('tls-key');
+  const insecure = flagSet('insecure');
+  let tls: ServerConfig['tls'];
+  if (insecure) {
+    if (certificatePath !== undefined || keyPath !== undefined) {
+      throw new ConfigError('--insecure and --tls-cert/--tls-key exclude each other');
+    }
+    tls = 'insecure';
+  } else {
+    if (certificatePath === undefined || keyPath === undefined) {
+      throw new ConfigError('give --tls-cert and --tls-key, or --insecure to serve clients in plaintext');
+    }
+    for (const [flag, path] of [['tls-cert', certificatePath], ['tls-key', keyPath]] as const) {
+      if (!existsSync(path)) throw new ConfigError(`--${flag}: no file at ${path}`);
+    }
+    tls = { certificatePath, keyPath };
+  }
+
+  const logLevel = value('log-level') as ServerConfig['logLevel'];
+  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(logLevel)) {
+    throw new ConfigError(`--log-level must be trace, debug, info, warn or error, not ${JSON.stringify(logLevel)}`);
+  }
+
+  const limits: ChatLimits = {
+    messageMaxBytes: positiveInteger('message-max-bytes', value('message-max-bytes')!, 1024 * 1024),
+    pageSizeDefault: positiveInteger('page-size-default', value('page-size-default')!, 10_000),
+    pageSizeMax: positiveInteger('page-size-max', value('page-size-max')!, 10_000),
+    subscriptionsPerUserMax: positiveInteger('subscriptions-per-user-max', value('subscriptions-per-user-max')!, 1000),
+    sessionTtlMs: positiveInteger('session-ttl-hours', value('session-ttl-hours')!, 24 * 366) * 3_600_000,
+  };
+  if (limits.pageSizeDefault > limits.pageSizeMax) {
+    throw new ConfigError('--page-size-default must not be larger than --page-size-max');
+  }
+
+  const dataDirectory = value('data-dir')!;
+  if (dataDirectory.trim() === '') throw new ConfigError('--data-dir must not be empty');
+
+  return Object.freeze({
+    dataDirectory,
+    listenAddress: hostPort('listen', value('listen')!),
+    metricsListenAddress: hostPort('metrics-listen', value('metrics-listen')!),
+    tls: typeof tls === 'string' ? tls : Object.freeze(tls),
+    logLevel,
+    limits: Object.freeze(limits),
+    shutdownGraceMs: positiveInteger('shutdown-grace-ms', value('shutdown-grace-ms')!, 600_000),
+  });
+}

@@ -1,0 +1,114 @@
+/**
+ * Wires one replica together: the SQLite store, the write path, the client gRPC service with health and
+ * reflection, and the HTTP metrics server. `start` resolves once clients can connect; `stop` shuts down
+ * gracefully (in-flight calls get `shutdownGraceMs` to finish) and closes the database last.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { readFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { ChatService } from '../api/chat-service.js';
+import { UnavailableError } from '../core/errors.js';
+import { CHAT_SERVICE_NAME, chatServiceDefinitionForServer, loadChatPackageDefinition } from '../api/proto.js';
+import { startHttpServer } from '../metrics/http-server.js';
+import { ReplicaMetrics } from '../metrics/metrics.js';
+import { ReplicaStore } from '../storage/replica-store.js';
+import type { ServerConfig } from './config.js';
+import { SingleReplicaWritePath } from './single-replica-write-path.js';
+
+/** Largest request accepted: a few message bodies' worth, so a huge frame is refused before decoding. */
+const GRPC_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+
+export interface RunningServer {
+  readonly clientPort: number;
+  readonly metricsPort: number;
+  stop(): Promise<void>;
+}
+
+function splitHostPort(address: string): { host: string; port: number } {
+  const separator = address.lastIndexOf(':');
+  return { host: address.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(address.slice(separator + 1)) };
+}
+
+export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
+  const store = ReplicaStore.open(join(config.dataDirectory, 'replichat.sqlite'));
+  const writePath = new SingleReplicaWritePath(store, Date.now);
+  if (writePath.initializeIfNew()) logger.info({ dataDirectory: config.dataDirectory }, 'initialised a new cluster');
+  logger.info({ lastIndex: store.lastIndex, lastEpoch: store.lastEpoch }, 'opened the replica store');
+
+  const metrics: ReplicaMetrics = new ReplicaMetrics({
+    lastLogIndex: () => store.lastIndex,
+    subscriberCount: (): number => chatService.subscriptions.subscriberCount,
+  });
+  const chatService = new ChatService(writePath, config.limits, logger, metrics);
+
+  const grpcServer = new grpc.Server({
+    'grpc.max_receive_message_length': GRPC_MAX_RECEIVE_BYTES,
+    // Pings keep idle Subscribe streams alive through proxies and find dead clients within a minute.
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+  });
+  const packageDefinition = loadChatPackageDefinition();
+  grpcServer.addService(chatServiceDefinitionForServer(packageDefinition), chatService.handlers());
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [CHAT_SERVICE_NAME]: 'NOT_SERVING' });
+  health.addToServer(grpcServer);
+  new ReflectionService(packageDefinition).addToServer(grpcServer);
+
+  const credentials =
+    config.tls === 'insecure'
+      ? grpc.ServerCredentials.createInsecure()
+      : grpc.ServerCredentials.createSsl(null, [
+          { cert_chain: readFileSync(config.tls.certificatePath), private_key: readFileSync(config.tls.keyPath) },
+        ]);
+  const clientPort = await new Promise<number>((resolve, reject) => {
+    grpcServer.bindAsync(config.listenAddress, credentials, (error, port) => (error ? reject(error) : resolve(port)));
+  });
+  const metricsAddress = splitHostPort(config.metricsListenAddress);
+  const http = await startHttpServer(metricsAddress.host, metricsAddress.port, metrics.registry, {
+    notReadyReason: () => (store.chat.clusterValue('cluster_id') === undefined ? 'the cluster is not initialised' : undefined),
+  });
+  health.setStatus('', 'SERVING');
+  health.setStatus(CHAT_SERVICE_NAME, 'SERVING');
+  logger.info(
+    { clientPort, metricsPort: http.port, tls: config.tls !== 'insecure' },
+    'serving',
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(CHAT_SERVICE_NAME, 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          logger.warn({ shutdownGraceMs: config.shutdownGraceMs }, 'in-flight calls outlived the grace period');
+          grpcServer.forceShutdown();
+          resolve();
+        }, config.shutdownGraceMs);
+        // Subscribe streams never end by themselves: end them with UNAVAILABLE so that clients subscribe
+        // again elsewhere, and tryShutdown then waits only for unary calls.
+        chatService.subscriptions.closeEveryone(new UnavailableError('the server is shutting down'));
+        grpcServer.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await closeHttp(http.server);
+      store.close();
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+  return { clientPort, metricsPort: http.port, stop };
+}
+
+function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}

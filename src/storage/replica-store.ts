@@ -1,0 +1,98 @@
+/**
+ * A replica's durable store: the command log and the chat state in one SQLite file. Appending a command to
+ * the log and applying it to the tables happen in one transaction, so after any crash the log and the
+ * tables agree: either both hold the entry or neither does.
+ */
+import { assert } from '../core/assert.js';
+import type { Command, CommandResult } from '../core/commands.js';
+import { ChatState } from './chat-state.js';
+import { openDatabase, type SqliteDatabase } from './database.js';
+import { computeStateDigest } from './state-digest.js';
+
+/** One entry of the log: a command at a position, tagged with the epoch of the leader that wrote it. */
+export interface LogEntry {
+  readonly index: number;
+  readonly epoch: number;
+  readonly command: Command;
+}
+
+export class ReplicaStore {
+  readonly chat: ChatState;
+  private lastIndexValue: number;
+  private lastEpochValue: number;
+  private lastTimestampMsValue: number;
+  private readonly appendStatement;
+  private readonly entriesStatement;
+
+  private constructor(readonly database: SqliteDatabase) {
+    this.chat = new ChatState(database);
+    this.appendStatement = database.prepare('INSERT INTO command_log (log_index, epoch, command) VALUES (?, ?, ?)');
+    this.entriesStatement = database.prepare(
+      'SELECT log_index AS "index", epoch, command FROM command_log WHERE log_index >= ? ORDER BY log_index LIMIT ?',
+    );
+    const last = database
+      .prepare('SELECT log_index AS "index", epoch, command FROM command_log ORDER BY log_index DESC LIMIT 1')
+      .get() as { index: number; epoch: number; command: string } | undefined;
+    this.lastIndexValue = last?.index ?? 0;
+    this.lastEpochValue = last?.epoch ?? 0;
+    this.lastTimestampMsValue = last === undefined ? 0 : (JSON.parse(last.command) as Command).timestampMs;
+  }
+
+  /** Opens the store in `filePath` (':memory:' for tests). */
+  static open(filePath: string): ReplicaStore {
+    return new ReplicaStore(openDatabase(filePath));
+  }
+
+  /** The index of the last entry in the log; 0 when the log is empty. */
+  get lastIndex(): number {
+    return this.lastIndexValue;
+  }
+
+  get lastEpoch(): number {
+    return this.lastEpochValue;
+  }
+
+  /** The timestamp of the last logged command, so that the next one is never earlier. */
+  get lastTimestampMs(): number {
+    return this.lastTimestampMsValue;
+  }
+
+  /**
+   * Applies `command` as the next entry and appends it, in one fsynced transaction. A ChatError from the
+   * state machine rolls back both and propagates: nothing is logged.
+   */
+  appendAndApply(epoch: number, command: Command): { entry: LogEntry; result: CommandResult } {
+    const entry: LogEntry = { index: this.lastIndexValue + 1, epoch, command };
+    const result = this.applyEntry(entry);
+    return { entry, result };
+  }
+
+  /** Applies an entry that must directly follow the last one (a follower's path, and replay). */
+  applyEntry(entry: LogEntry): CommandResult {
+    assert(entry.index === this.lastIndexValue + 1, `entry ${entry.index} does not follow ${this.lastIndexValue}`);
+    assert(entry.epoch >= this.lastEpochValue, `entry epoch ${entry.epoch} is older than ${this.lastEpochValue}`);
+    const result = this.database.transaction(() => {
+      const applied = this.chat.apply(entry.index, entry.command);
+      this.appendStatement.run(entry.index, entry.epoch, JSON.stringify(entry.command));
+      return applied;
+    })();
+    this.lastIndexValue = entry.index;
+    this.lastEpochValue = entry.epoch;
+    this.lastTimestampMsValue = Math.max(this.lastTimestampMsValue, entry.command.timestampMs);
+    return result;
+  }
+
+  /** Up to `maxCount` entries starting at `fromIndex`, in order. */
+  entries(fromIndex: number, maxCount: number): LogEntry[] {
+    const rows = this.entriesStatement.all(fromIndex, maxCount) as { index: number; epoch: number; command: string }[];
+    return rows.map((row) => ({ index: row.index, epoch: row.epoch, command: JSON.parse(row.command) as Command }));
+  }
+
+  stateDigest(): string {
+    return computeStateDigest(this.database);
+  }
+
+  close(): void {
+    this.database.close();
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Real server processes for integration tests: the built `dist/cli/main.js server`, on a free loopback
+ * port, with its JSON log lines captured. Readiness is awaited by watching for the `serving` log line,
+ * never by sleeping.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const CLI_PATH = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+/** A port that was free a moment ago (the OS picked it for a listener we closed). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export interface ServerProcess {
+  readonly process: ChildProcess;
+  readonly address: string;
+  readonly metricsPort: number;
+  /** Every log line so far, parsed. */
+  readonly logLines: Record<string, unknown>[];
+  /** SIGTERM, then waits for the exit code. */
+  stop(): Promise<number | null>;
+  /** Sends a signal and waits for the process to end. */
+  kill(signal: NodeJS.Signals): Promise<void>;
+}
+
+export interface StartServerOptions {
+  readonly dataDirectory: string;
+  readonly port?: number;
+  readonly extraArguments?: readonly string[];
+  readonly startTimeoutMs?: number;
+}
+
+/** Starts `replichat server` and resolves once it logs `serving`. */
+export async function startServer(options: StartServerOptions): Promise<ServerProcess> {
+  const port = options.port ?? (await freePort());
+  const child = spawn(
+    process.execPath,
+    [
+      CLI_PATH, 'server',
+      '--data-dir', options.dataDirectory,
+      '--listen', `127.0.0.1:${port}`,
+      '--metrics-listen', '127.0.0.1:0',
+      '--insecure',
+      ...(options.extraArguments ?? []),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const logLines: Record<string, unknown>[] = [];
+  let stderr = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const serving = new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        try {
+          const parsed = JSON.parse(line) as Record<string, unknown>;
+          logLines.push(parsed);
+          if (parsed.msg === 'serving') resolve(parsed.metricsPort as number);
+        } catch {
+          // A line that is not JSON is still kept out of the structured list; stderr shows crashes.
+        }
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    void exited.then((code) => reject(new Error(`server exited with ${code} before serving: ${stderr}`)));
+    const timer = setTimeout(
+      () => reject(new Error(`server did not log 'serving' within ${options.startTimeoutMs ?? 20_000} ms`)),
+      options.startTimeoutMs ?? 20_000,
+    );
+    timer.unref();
+  });
+  const metricsPort = await serving;
+  return {
+    process: child,
+    address: `127.0.0.1:${port}`,
+    metricsPort,
+    logLines,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    async kill(signal) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
