@@ -287,6 +287,7 @@ export class ChatService {
       username: caller.username,
       sessionId,
     });
+    this.subscriptions.closeSession(caller.username, sessionId, new UnauthenticatedError('the session was logged out'));
     return {};
   }
 
@@ -441,6 +442,7 @@ export class ChatService {
       return fail(error);
     }
     const subscriber: Subscriber = {
+      sessionId: caller.sessionId,
       push: (message) => {
         call.write(toWireMessage(message));
       },
@@ -452,6 +454,8 @@ export class ChatService {
     } catch (error) {
       return fail(error);
     }
+    // Response headers tell the client that the stream is registered: from now on, pushes reach it.
+    call.sendMetadata(new grpc.Metadata());
     call.on('cancelled', () => {
       this.subscriptions.remove(caller.username, subscriber);
       this.observer.observe('Subscribe', grpc.status.CANCELLED, Number(process.hrtime.bigint() - startedAt) / 1e9);

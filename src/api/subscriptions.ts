@@ -9,6 +9,8 @@ import { type ChatError, ResourceExhaustedError, UnavailableError } from '../cor
 
 /** What the registry needs of a stream: write a message, and end it with an error. */
 export interface Subscriber {
+  /** The session the stream was opened in; logging out of it ends the stream. */
+  readonly sessionId: string;
   push(message: StoredMessage): void;
   /** Ends the stream with an error status. */
   close(error: ChatError): void;
@@ -67,6 +69,15 @@ export class SubscriptionRegistry {
     const subscribers = this.subscribersByUser.get(username) ?? new Set<Subscriber>();
     this.subscribersByUser.delete(username);
     for (const subscriber of subscribers) subscriber.close(error);
+  }
+
+  /** Ends the streams opened in one session, when it logs out. */
+  closeSession(username: string, sessionId: string, error: ChatError): void {
+    for (const subscriber of [...(this.subscribersByUser.get(username) ?? [])]) {
+      if (subscriber.sessionId !== sessionId) continue;
+      this.remove(username, subscriber);
+      subscriber.close(error);
+    }
   }
 
   /** Ends every stream, for example at shutdown. */

@@ -4,6 +4,7 @@
  * commands in the same order to the same state therefore gives the same state on every replica.
  * Commands are stored in the durable log as JSON, so every field is a plain JSON value.
  */
+import type { Configuration } from './replication/types.js';
 
 /** What every client write carries: who asked, under which idempotency key, and when it was accepted. */
 export interface RequestEnvelope {
@@ -23,6 +24,13 @@ export interface InitializeClusterCommand {
   readonly clusterId: string;
   /** Hex key for the HMAC that signs session tokens; replicated so that any replica can check a token. */
   readonly sessionSecretHex: string;
+  readonly timestampMs: number;
+}
+
+/** A change of the replicated configuration (members and in-sync set), written by the leader. */
+export interface ConfigurationCommand {
+  readonly kind: 'configuration';
+  readonly configuration: Configuration;
   readonly timestampMs: number;
 }
 
@@ -85,7 +93,7 @@ export type ClientCommand =
   | DeleteAccountCommand;
 
 /** Every command the log can hold. */
-export type Command = InitializeClusterCommand | ClientCommand;
+export type Command = InitializeClusterCommand | ConfigurationCommand | ClientCommand;
 
 /** A message as stored and as returned to clients. */
 export interface StoredMessage {
@@ -102,6 +110,7 @@ export interface StoredMessage {
 /** The result of applying each kind of command; it is recorded for idempotent retries. */
 export interface CommandResults {
   initializeCluster: Record<string, never>;
+  configuration: Record<string, never>;
   createAccount: { readonly username: string };
   login: { readonly sessionId: string; readonly expiresAtMs: number };
   logout: Record<string, never>;
@@ -115,5 +124,5 @@ export type CommandResult<K extends Command['kind'] = Command['kind']> = Command
 
 /** True for commands that carry a client request envelope. */
 export function isClientCommand(command: Command): command is ClientCommand {
-  return command.kind !== 'initializeCluster';
+  return command.kind !== 'initializeCluster' && command.kind !== 'configuration';
 }

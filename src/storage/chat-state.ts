@@ -6,19 +6,22 @@
  */
 import type { Statement } from 'better-sqlite3';
 import { assert } from '../core/assert.js';
-import type {
-  Command,
-  CommandResult,
-  CreateAccountCommand,
-  DeleteAccountCommand,
-  DeleteMessagesCommand,
-  InitializeClusterCommand,
-  LoginCommand,
-  LogoutCommand,
-  MarkDeliveredCommand,
-  SendMessageCommand,
-  StoredMessage,
+import {
+  type Command,
+  type ConfigurationCommand,
+  isClientCommand,
+  type CommandResult,
+  type CreateAccountCommand,
+  type DeleteAccountCommand,
+  type DeleteMessagesCommand,
+  type InitializeClusterCommand,
+  type LoginCommand,
+  type LogoutCommand,
+  type MarkDeliveredCommand,
+  type SendMessageCommand,
+  type StoredMessage,
 } from '../core/commands.js';
+import type { Configuration } from '../core/replication/types.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -128,6 +131,9 @@ export class ChatState {
       pruneSessions: prepare('DELETE FROM sessions WHERE expires_at_ms < ?'),
       clusterValue: prepare('SELECT value FROM cluster_state WHERE key = ?'),
       setClusterValue: prepare('INSERT INTO cluster_state (key, value) VALUES (?, ?)'),
+      upsertClusterValue: prepare(
+        'INSERT INTO cluster_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      ),
     };
   }
 
@@ -141,7 +147,7 @@ export class ChatState {
   apply(logIndex: number, command: Command): CommandResult {
     assert(this.database.inTransaction, 'ChatState.apply must run inside a transaction');
     const result = this.applyCommand(logIndex, command);
-    if (command.kind !== 'initializeCluster') {
+    if (isClientCommand(command)) {
       this.statements.insertRequest!.run(
         command.requestId,
         command.principal,
@@ -160,6 +166,8 @@ export class ChatState {
     switch (command.kind) {
       case 'initializeCluster':
         return this.initializeCluster(command);
+      case 'configuration':
+        return this.applyConfiguration(command);
       case 'createAccount':
         return this.createAccount(command);
       case 'login':
@@ -184,6 +192,11 @@ export class ChatState {
     this.statements.setClusterValue!.run('cluster_id', command.clusterId);
     this.statements.setClusterValue!.run('session_secret', command.sessionSecretHex);
     this.statements.setClusterValue!.run('created_at_ms', String(command.timestampMs));
+    return {};
+  }
+
+  private applyConfiguration(command: ConfigurationCommand): CommandResult<'configuration'> {
+    this.statements.upsertClusterValue!.run('configuration', JSON.stringify(command.configuration));
     return {};
   }
 
@@ -330,6 +343,12 @@ export class ChatState {
       result: JSON.parse(row.result) as unknown,
       logIndex: row.log_index,
     };
+  }
+
+  /** The latest configuration in the log (entries are applied as they are appended). */
+  configuration(): Configuration | null {
+    const value = this.clusterValue('configuration');
+    return value === undefined ? null : (JSON.parse(value) as Configuration);
   }
 
   clusterValue(key: string): string | undefined {

@@ -1,0 +1,351 @@
+/**
+ * A client of the ChatService for the CLI and for tests: one promise-returning method per RPC, plus a
+ * subscription that survives failovers. It hides the cluster: it asks the server that answered last, follows
+ * a follower's hint to the leader, and retries a call that met a failed or refusing server on the next one.
+ * Every write carries a request id chosen once per call and kept across its retries, so that a write the
+ * first server applied before failing is answered, not applied, by the next.
+ *
+ * This module touches neither process.argv nor the terminal, so that tests can import it.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { chatServiceClientConstructor } from '../api/proto.js';
+import { ChatClientError } from './chat-client-error.js';
+import {
+  type AccountPage,
+  type ChatMessage,
+  countField,
+  flagField,
+  type HistoryPage,
+  type LoginResult,
+  type ReadResult,
+  textField,
+  toAccountPage,
+  toChatMessage,
+  toHistoryPage,
+  toLoginResult,
+  toReadResult,
+} from './chat-types.js';
+import {
+  type EndListener,
+  type MessageListener,
+  ResilientSubscription,
+  type Subscription,
+  type SubscriptionTransport,
+} from './resilient-subscription.js';
+import { isFailoverStatus, retryDelayMs, ServerRotation } from './server-rotation.js';
+
+export { ChatClientError } from './chat-client-error.js';
+export type { AccountPage, ChatMessage, HistoryPage, LoginResult, ReadResult } from './chat-types.js';
+export type { EndListener, MessageListener, Subscription } from './resilient-subscription.js';
+
+/** TLS with the CA in `caCertPath` (the system's roots when absent), or 'insecure' for plaintext. */
+export type ChatClientTls = { readonly caCertPath?: string } | 'insecure';
+
+export interface ChatClientOptions {
+  /** host:port of every server to try, in order. */
+  readonly servers: readonly string[];
+  readonly tls: ChatClientTls;
+  /** The bearer token of an existing session; login() sets it too. */
+  readonly sessionToken?: string;
+  /** Deadline of each attempt of a call. */
+  readonly deadlineMs?: number;
+  /** How long one call may spend on retries across servers before it fails. */
+  readonly retryBudgetMs?: number;
+  /** How many attempts one call makes at most, across all servers. */
+  readonly maxAttempts?: number;
+}
+
+export const DEFAULT_DEADLINE_MS = 10_000;
+export const DEFAULT_RETRY_BUDGET_MS = 15_000;
+export const DEFAULT_MAX_ATTEMPTS = 10;
+
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  // Pings find a server that vanished without closing the connection, which a subscription would
+  // otherwise wait on forever; the server permits them (see src/node/server.ts).
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  // A server that comes back after a failover must be reachable again within seconds, not after grpc-js's
+  // default backoff of up to two minutes.
+  'grpc.initial_reconnect_backoff_ms': 200,
+  'grpc.max_reconnect_backoff_ms': 2000,
+};
+
+/** The RPCs, by their names in the proto. */
+type ChatMethod =
+  | 'CreateAccount'
+  | 'AccountExists'
+  | 'Login'
+  | 'Logout'
+  | 'ListAccounts'
+  | 'SendMessage'
+  | 'AcknowledgeMessages'
+  | 'ReadMessages'
+  | 'ListHistory'
+  | 'DeleteMessages'
+  | 'DeleteAccount';
+
+type UnaryMethod = (
+  request: object,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: (error: grpc.ServiceError | null, response?: unknown) => void,
+) => grpc.ClientUnaryCall;
+
+type StreamMethod = (
+  request: object,
+  metadata: grpc.Metadata,
+  options?: grpc.CallOptions,
+) => grpc.ClientReadableStream<unknown>;
+
+/** Loading the proto takes tens of milliseconds, so it is done once per process, on first use. */
+let clientConstructor: grpc.ServiceClientConstructor | undefined;
+
+function chatClientConstructor(): grpc.ServiceClientConstructor {
+  clientConstructor ??= chatServiceClientConstructor();
+  return clientConstructor;
+}
+
+function credentialsFor(tls: ChatClientTls): grpc.ChannelCredentials {
+  if (tls === 'insecure') return grpc.credentials.createInsecure();
+  // Read once, here, so that a missing CA file fails when the client is made rather than on every call.
+  return grpc.credentials.createSsl(tls.caCertPath === undefined ? null : readFileSync(tls.caCertPath));
+}
+
+export class ChatClient {
+  private readonly rotation: ServerRotation;
+  private readonly credentials: grpc.ChannelCredentials;
+  private readonly deadlineMs: number;
+  private readonly retryBudgetMs: number;
+  private readonly maxAttempts: number;
+  private readonly grpcClients = new Map<string, grpc.Client>();
+  private readonly subscriptions = new Set<ResilientSubscription>();
+  /** Wakes the retry delays that are running, so that close() does not wait for them. */
+  private readonly retryDelayWakers = new Set<() => void>();
+  private token: string | undefined;
+  private closed = false;
+
+  constructor(options: ChatClientOptions) {
+    this.rotation = new ServerRotation(options.servers);
+    this.credentials = credentialsFor(options.tls);
+    this.token = options.sessionToken;
+    this.deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.retryBudgetMs = options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS;
+    this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  }
+
+  /** The session token sent with authenticated calls, if any. */
+  get sessionToken(): string | undefined {
+    return this.token;
+  }
+
+  set sessionToken(token: string | undefined) {
+    this.token = token;
+  }
+
+  /** Every known server, starting with the one that answered last: the best order for the next process. */
+  preferredServers(): string[] {
+    return this.rotation.preferredOrder();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Accounts and sessions.
+
+  /** Creates an account; resolves with its username. */
+  async createAccount(username: string, password: string): Promise<string> {
+    const response = await this.write('CreateAccount', { username, password }, false);
+    return textField(response, 'username');
+  }
+
+  async accountExists(username: string): Promise<boolean> {
+    return flagField(await this.read('AccountExists', { username }, false), 'exists');
+  }
+
+  /** Opens a session, and uses its token for this client's later calls. */
+  async login(username: string, password: string): Promise<LoginResult> {
+    const result = toLoginResult(await this.write('Login', { username, password }, false));
+    this.token = result.sessionToken;
+    return result;
+  }
+
+  /** Ends the current session, and forgets its token. */
+  async logout(): Promise<void> {
+    await this.write('Logout', {}, true);
+    this.token = undefined;
+  }
+
+  async listAccounts(options: { pattern?: string; pageSize?: number; pageToken?: string } = {}): Promise<AccountPage> {
+    const request = { pattern: options.pattern ?? '', pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? '' };
+    return toAccountPage(await this.read('ListAccounts', request, true));
+  }
+
+  /** Deletes the account of the current session, with every message it sent or received. */
+  async deleteAccount(password: string): Promise<void> {
+    await this.write('DeleteAccount', { password }, true);
+    this.token = undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Messages.
+
+  async sendMessage(recipient: string, body: string): Promise<ChatMessage> {
+    const response = await this.write('SendMessage', { recipient, body }, true);
+    return toChatMessage((response as { message?: unknown } | undefined)?.message);
+  }
+
+  /** Marks pushed messages as shown to the user; resolves with how many were not acknowledged before. */
+  async acknowledgeMessages(messageIds: readonly string[]): Promise<number> {
+    return countField(await this.write('AcknowledgeMessages', { messageIds: [...messageIds] }, true), 'acknowledgedCount');
+  }
+
+  /** Takes the oldest `limit` undelivered messages (0: the server's default), which then count as delivered. */
+  async readMessages(limit = 0): Promise<ReadResult> {
+    return toReadResult(await this.write('ReadMessages', { limit }, true));
+  }
+
+  async listHistory(options: { withUsername?: string; pageSize?: number; pageToken?: string } = {}): Promise<HistoryPage> {
+    const request = {
+      withUsername: options.withUsername ?? '',
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? '',
+    };
+    return toHistoryPage(await this.read('ListHistory', request, true));
+  }
+
+  /** Deletes messages the caller sent or received; resolves with how many were deleted. */
+  async deleteMessages(messageIds: readonly string[]): Promise<number> {
+    return countField(await this.write('DeleteMessages', { messageIds: [...messageIds] }, true), 'deletedCount');
+  }
+
+  /**
+   * Streams the caller's messages to `onMessage`, each once, until close() or a final error; see
+   * resilient-subscription.ts for how it survives a failover. `onEnd` is called exactly once.
+   */
+  subscribe(options: { includeQueued: boolean }, onMessage: MessageListener, onEnd: EndListener): Subscription {
+    const transport: SubscriptionTransport = {
+      rotation: this.rotation,
+      retryBudgetMs: this.retryBudgetMs,
+      openStream: (address, includeQueued) => {
+        const subscribe = this.method<StreamMethod>(address, 'Subscribe');
+        // No deadline: a subscription lasts as long as the caller wants it.
+        return subscribe({ includeQueued }, this.metadata(true));
+      },
+    };
+    const subscription = new ResilientSubscription(transport, options.includeQueued, onMessage, onEnd, (finished) =>
+      this.subscriptions.delete(finished),
+    );
+    if (this.closed) {
+      onEnd(new ChatClientError(grpc.status.CANCELLED, 'the client is closed'));
+      return subscription;
+    }
+    this.subscriptions.add(subscription);
+    subscription.start();
+    return subscription;
+  }
+
+  /** Ends every subscription and closes every connection; calls made afterwards fail with CANCELLED. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of [...this.subscriptions]) subscription.close();
+    for (const wake of [...this.retryDelayWakers]) wake();
+    for (const client of this.grpcClients.values()) client.close();
+    this.grpcClients.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Calls, retries and connections.
+
+  /** A write: it gets a fresh request id, which every retry of this call repeats. */
+  private write(method: ChatMethod, request: object, authenticated: boolean): Promise<unknown> {
+    return this.callWithFailover(method, { ...request, requestId: randomUUID() }, authenticated);
+  }
+
+  /** A read changes nothing, so it is retried as it is. */
+  private read(method: ChatMethod, request: object, authenticated: boolean): Promise<unknown> {
+    return this.callWithFailover(method, request, authenticated);
+  }
+
+  private async callWithFailover(method: ChatMethod, request: object, authenticated: boolean): Promise<unknown> {
+    const budgetEndsAtMs = Date.now() + this.retryBudgetMs;
+    const triedAddresses = new Set<string>();
+    let lastError: ChatClientError | undefined;
+    let attempts = 0;
+    let redirectsFollowed = 0;
+    while (attempts < this.maxAttempts) {
+      if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
+      const address = this.rotation.current;
+      triedAddresses.add(address);
+      attempts += 1;
+      const remainingMs = budgetEndsAtMs - Date.now();
+      // The first attempt always gets the full deadline; later ones only what the budget has left.
+      const deadlineMs = attempts === 1 ? this.deadlineMs : Math.min(this.deadlineMs, remainingMs);
+      try {
+        return await this.callOnce(address, method, request, authenticated, deadlineMs);
+      } catch (error) {
+        lastError = ChatClientError.fromCallError(error);
+        if (this.closed || !isFailoverStatus(lastError.code)) throw lastError;
+      }
+      const redirected = this.rotation.failedOver(address, lastError.metadata);
+      // Following the leader's address is the expected path after a failover, so the first hop is immediate.
+      const delayMs = redirected && redirectsFollowed === 0 ? 0 : retryDelayMs(attempts - 1);
+      if (redirected) redirectsFollowed += 1;
+      if (Date.now() + delayMs >= budgetEndsAtMs) break;
+      await this.retryDelay(delayMs);
+    }
+    const failure = lastError ?? new ChatClientError(grpc.status.UNAVAILABLE, 'no attempt was made');
+    throw new ChatClientError(
+      failure.code,
+      `${failure.message} (${attempts} attempt${attempts === 1 ? '' : 's'} on ${[...triedAddresses].join(', ')})`,
+      failure.metadata,
+    );
+  }
+
+  private callOnce(
+    address: string,
+    method: ChatMethod,
+    request: object,
+    authenticated: boolean,
+    deadlineMs: number,
+  ): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const call = this.method<UnaryMethod>(address, method);
+      call(request, this.metadata(authenticated), { deadline: Date.now() + Math.max(deadlineMs, 1) }, (error, response) =>
+        error === null ? resolve(response) : reject(error),
+      );
+    });
+  }
+
+  private retryDelay(delayMs: number): Promise<void> {
+    if (delayMs <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.retryDelayWakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, delayMs);
+      this.retryDelayWakers.add(wake);
+    });
+  }
+
+  private metadata(authenticated: boolean): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    if (authenticated && this.token !== undefined) metadata.set('authorization', `Bearer ${this.token}`);
+    return metadata;
+  }
+
+  /** One method of the cached client for `address`, bound to it. */
+  private method<Method>(address: string, name: ChatMethod | 'Subscribe'): Method {
+    let client = this.grpcClients.get(address);
+    if (client === undefined) {
+      const Constructor = chatClientConstructor();
+      client = new Constructor(address, this.credentials, CHANNEL_OPTIONS);
+      this.grpcClients.set(address, client);
+    }
+    const method = (client as unknown as Record<string, unknown>)[name];
+    if (typeof method !== 'function') throw new Error(`the ChatService client has no method ${name}`);
+    return method.bind(client) as Method;
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * A Subscribe stream that survives a failover. When the stream is lost (UNAVAILABLE, a dropped connection,
+ * or a server that ends it), it subscribes again on the leader or the next server, this time with
+ * include_queued set so that messages queued while it was away reach it too. The server replays every
+ * message the client has not acknowledged, so the same message can arrive twice; the subscription drops
+ * repeats by message id and hands each message to the caller once.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { ChatClientError } from './chat-client-error.js';
+import { type ChatMessage, toChatMessage } from './chat-types.js';
+import { isFailoverStatus, retryDelayMs, type ServerRotation } from './server-rotation.js';
+
+/** What a subscription needs from the client that created it. */
+export interface SubscriptionTransport {
+  readonly rotation: ServerRotation;
+  /** How long the subscription may go without a working stream before it gives up. */
+  readonly retryBudgetMs: number;
+  /** Starts one Subscribe call on `address`, with the client's current session token. */
+  openStream(address: string, includeQueued: boolean): grpc.ClientReadableStream<unknown>;
+}
+
+/** What `ChatClient.subscribe` returns. */
+export interface Subscription {
+  /** Stops the subscription for good; `onEnd` is then called with no error. Safe to call twice. */
+  close(): void;
+}
+
+export type MessageListener = (message: ChatMessage) => void;
+/** Called exactly once: with no error after close(), or with the error that ended the subscription. */
+export type EndListener = (error?: ChatClientError) => void;
+
+/** How many message ids are remembered to drop repeats; a replay is far shorter than this. */
+export const SEEN_MESSAGE_IDS_MAX = 10_000;
+/**
+ * A stream still open after this long counts as working again, which resets the failure streak. A server
+ * that refuses a subscription does so at once, so an open stream this old was accepted.
+ */
+const STREAM_STABLE_AFTER_MS = 2000;
+
+/** A set of ids that forgets the oldest once it holds `capacity`, so that a long session stays bounded. */
+export class RecentIdSet {
+  private readonly ids = new Set<string>();
+
+  constructor(private readonly capacity: number) {}
+
+  /** Adds `id`; returns false when it was already there. */
+  add(id: string): boolean {
+    if (this.ids.has(id)) return false;
+    this.ids.add(id);
+    if (this.ids.size > this.capacity) {
+      // A Set iterates in insertion order, so the first id is the oldest.
+      const oldest = this.ids.values().next().value;
+      if (oldest !== undefined) this.ids.delete(oldest);
+    }
+    return true;
+  }
+
+  get size(): number {
+    return this.ids.size;
+  }
+}
+
+export class ResilientSubscription implements Subscription {
+  private stream: grpc.ClientReadableStream<unknown> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stableTimer: NodeJS.Timeout | undefined;
+  private finished = false;
+  /** When the current run of failed streams began; undefined while a stream works. */
+  private failureStreakStartedAtMs: number | undefined;
+  private failureCount = 0;
+  private readonly seenMessageIds = new RecentIdSet(SEEN_MESSAGE_IDS_MAX);
+
+  constructor(
+    private readonly transport: SubscriptionTransport,
+    private readonly includeQueued: boolean,
+    private readonly onMessage: MessageListener,
+    private readonly onEnd: EndListener,
+    /** Tells the client that created this subscription that it no longer needs closing. */
+    private readonly onFinished: (subscription: ResilientSubscription) => void,
+  ) {}
+
+  start(): void {
+    this.open(this.includeQueued);
+  }
+
+  close(): void {
+    this.finish(undefined);
+  }
+
+  private open(includeQueued: boolean): void {
+    const address = this.transport.rotation.current;
+    let stream: grpc.ClientReadableStream<unknown>;
+    try {
+      stream = this.transport.openStream(address, includeQueued);
+    } catch (error) {
+      this.streamLost(address, ChatClientError.fromCallError(error));
+      return;
+    }
+    this.stream = stream;
+    let streamDone = false;
+    const streamEnded = (error: ChatClientError): void => {
+      if (streamDone) return;
+      streamDone = true;
+      clearTimeout(this.stableTimer);
+      if (this.stream === stream) this.stream = undefined;
+      this.streamLost(address, error);
+    };
+    stream.on('data', (wire: unknown) => {
+      if (streamDone || this.finished) return;
+      this.resetFailureStreak();
+      const message = toChatMessage(wire);
+      if (this.seenMessageIds.add(message.id)) this.onMessage(message);
+    });
+    // grpc-js emits 'error' for every status but OK; listening also keeps the error from being thrown.
+    stream.on('error', (error: unknown) => streamEnded(ChatClientError.fromCallError(error)));
+    stream.on('status', (status: grpc.StatusObject) => {
+      if (status.code === grpcStatus.OK) {
+        // A server never ends a subscription on purpose, so a clean end means it is going away.
+        streamEnded(new ChatClientError(grpcStatus.UNAVAILABLE, 'the server ended the subscription', status.metadata));
+      }
+    });
+    this.stableTimer = setTimeout(() => this.resetFailureStreak(), STREAM_STABLE_AFTER_MS);
+    this.stableTimer.unref();
+  }
+
+  private resetFailureStreak(): void {
+    this.failureStreakStartedAtMs = undefined;
+    this.failureCount = 0;
+  }
+
+  private streamLost(address: string, error: ChatClientError): void {
+    if (this.finished) return;
+    if (!isFailoverStatus(error.code)) {
+      this.finish(error);
+      return;
+    }
+    const nowMs = Date.now();
+    this.failureStreakStartedAtMs ??= nowMs;
+    if (nowMs - this.failureStreakStartedAtMs >= this.transport.retryBudgetMs) {
+      this.finish(
+        new ChatClientError(
+          error.code,
+          `the subscription was lost and no server took it back within ${this.transport.retryBudgetMs} ms: ${error.message}`,
+          error.metadata,
+        ),
+      );
+      return;
+    }
+    const redirected = this.transport.rotation.failedOver(address, error.metadata);
+    const delayMs = redirected && this.failureCount === 0 ? 0 : retryDelayMs(this.failureCount);
+    this.failureCount += 1;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      // Messages queued while no stream was open must reach the new stream, hence include_queued.
+      if (!this.finished) this.open(true);
+    }, delayMs);
+  }
+
+  private finish(error: ChatClientError | undefined): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.stableTimer);
+    const stream = this.stream;
+    this.stream = undefined;
+    stream?.cancel();
+    this.onFinished(this);
+    this.onEnd(error);
+  }
+}
