@@ -428,6 +428,24 @@ test('a byte flipped in transit is caught by the checksum and nothing is kept', 
   expect(readdirSync(receiverDirectory)).toEqual([]);
 });
 
+test('a server that cannot read its snapshot ends the call with UNAVAILABLE', async () => {
+  const source = populatedStore(join(directory, 'source.sqlite'), 5);
+  const snapshot = await createSnapshot(source.database, join(directory, 'sender'));
+  source.close();
+  await snapshot.remove();
+  let served: Promise<ServeSnapshotOutcome> | undefined;
+  const { client } = await startPeerServer((call) => {
+    served = serveSnapshot(call, snapshot);
+  });
+  const receiverDirectory = join(directory, 'receiver');
+  await expect(fetchSnapshot(client, REQUEST, receiverDirectory, { deadlineMs: 30_000 })).rejects.toMatchObject({
+    code: grpc.status.UNAVAILABLE,
+    details: expect.stringMatching(/^sending the snapshot failed: ENOENT/),
+  });
+  expect(await served).toBe('failed');
+  expect(readdirSync(receiverDirectory)).toEqual([]);
+});
+
 test.each<[string, (call: FetchSnapshotCall, snapshot: SnapshotFile) => void, RegExp]>([
   ['ends before its header', (call) => call.end(), /ended before its header/],
   ['starts with data', (call) => call.write({ data: Buffer.from('SQLite format 3\0') }), /did not start with a header/],

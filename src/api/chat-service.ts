@@ -49,6 +49,10 @@ export interface WritePath {
   submit(command: ClientCommand): Promise<CommandResult>;
   /** Throws UnavailableError (naming the leader when known) unless this replica serves clients now. */
   checkServing(): void;
+  /** Resolves once the entry at `index` is durable on every in-sync replica. */
+  awaitCommitted(index: number): Promise<void>;
+  /** Resolves once everything this replica has applied is committed, so that a read sees only acknowledged state. */
+  readBarrier(): Promise<void>;
 }
 
 /** Receives one observation per finished RPC, for metrics. */
@@ -188,17 +192,19 @@ export class ChatService {
    * Returns the recorded result of an earlier write with this request id, or undefined if there is none.
    * The same id with another principal or other arguments is refused rather than answered.
    */
-  private earlierResult<K extends ClientCommand['kind']>(
+  private async earlierResult<K extends ClientCommand['kind']>(
     requestId: string,
     principal: string,
     kind: K,
     fingerprint: string,
-  ): CommandResults[K] | undefined {
+  ): Promise<CommandResults[K] | undefined> {
     const record = this.writePath.chat.request(requestId);
     if (record === undefined) return undefined;
     if (record.principal !== principal || record.kind !== kind || record.fingerprint !== fingerprint) {
       throw new FailedPreconditionError(`request_id ${requestId} was already used for a different request`);
     }
+    // The first attempt may still be on its way to the followers: answer only once it is acknowledged.
+    await this.writePath.awaitCommitted(record.logIndex);
     return record.result as CommandResults[K];
   }
 
@@ -219,7 +225,7 @@ export class ChatService {
     const password = validatePassword(request.password);
     const principal = `user:${username}`;
     const fingerprint = fingerprintOf('createAccount', username);
-    const earlier = this.earlierResult(requestId, principal, 'createAccount', fingerprint);
+    const earlier = await this.earlierResult(requestId, principal, 'createAccount', fingerprint);
     if (earlier !== undefined) {
       // A retry must carry the same password, which the stored hash can check.
       const storedHash = this.writePath.chat.passwordHash(username);
@@ -241,6 +247,7 @@ export class ChatService {
 
   private async accountExists(request: Request): Promise<unknown> {
     const username = validateUsername(request.username);
+    await this.writePath.readBarrier();
     return { exists: this.writePath.chat.userExists(username) };
   }
 
@@ -255,11 +262,12 @@ export class ChatService {
     const requestId = validateRequestId(request.requestId);
     const username = validateUsername(request.username);
     const password = validatePasswordToCheck(request.password);
+    await this.writePath.readBarrier();
     await this.checkPassword(username, password);
     const principal = `user:${username}`;
     const fingerprint = fingerprintOf('login', username);
     const result =
-      this.earlierResult(requestId, principal, 'login', fingerprint) ??
+      await this.earlierResult(requestId, principal, 'login', fingerprint) ??
       (await this.submit({
         kind: 'login',
         ...this.envelope(requestId, principal, fingerprint),
@@ -279,7 +287,7 @@ export class ChatService {
     const sessionId = this.sessionIdFromMetadata(metadata);
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('logout');
-    if (this.earlierResult(requestId, principal, 'logout', fingerprint) !== undefined) return {};
+    if (await this.earlierResult(requestId, principal, 'logout', fingerprint) !== undefined) return {};
     const caller = this.authenticate(metadata);
     await this.submit({
       kind: 'logout',
@@ -297,7 +305,7 @@ export class ChatService {
     const sessionId = this.sessionIdFromMetadata(metadata);
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('deleteAccount');
-    if (this.earlierResult(requestId, principal, 'deleteAccount', fingerprint) !== undefined) return {};
+    if (await this.earlierResult(requestId, principal, 'deleteAccount', fingerprint) !== undefined) return {};
     const caller = this.authenticate(metadata);
     await this.checkPassword(caller.username, password);
     await this.submit({
@@ -310,6 +318,7 @@ export class ChatService {
   }
 
   private async listAccounts(request: Request, metadata: grpc.Metadata): Promise<unknown> {
+    await this.writePath.readBarrier();
     this.authenticate(metadata);
     const pattern = validateAccountPattern(request.pattern);
     const pageSize = validatePageSize(request.pageSize, this.limits);
@@ -334,7 +343,7 @@ export class ChatService {
     const sessionId = this.sessionIdFromMetadata(metadata);
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('sendMessage', recipient, body);
-    const earlier = this.earlierResult(requestId, principal, 'sendMessage', fingerprint);
+    const earlier = await this.earlierResult(requestId, principal, 'sendMessage', fingerprint);
     if (earlier !== undefined) return { message: toWireMessage(earlier.message) };
     const caller = this.authenticate(metadata);
     const result = await this.submit({
@@ -364,7 +373,7 @@ export class ChatService {
     const fingerprint = fingerprintOf('markDelivered', reason, limit, requestedIds);
     const caller = this.authenticate(metadata);
     const result =
-      this.earlierResult(requestId, principal, 'markDelivered', fingerprint) ??
+      await this.earlierResult(requestId, principal, 'markDelivered', fingerprint) ??
       (await this.submit({
         kind: 'markDelivered',
         ...this.envelope(requestId, principal, fingerprint),
@@ -386,6 +395,7 @@ export class ChatService {
   }
 
   private async listHistory(request: Request, metadata: grpc.Metadata): Promise<unknown> {
+    await this.writePath.readBarrier();
     const caller = this.authenticate(metadata);
     const withUsername =
       request.withUsername === '' || request.withUsername === undefined
@@ -408,7 +418,7 @@ export class ChatService {
     const sessionId = this.sessionIdFromMetadata(metadata);
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('deleteMessages', messageIds);
-    const earlier = this.earlierResult(requestId, principal, 'deleteMessages', fingerprint);
+    const earlier = await this.earlierResult(requestId, principal, 'deleteMessages', fingerprint);
     if (earlier !== undefined) return { deletedCount: earlier.deletedCount };
     const caller = this.authenticate(metadata);
     const result = await this.submit({

@@ -5,6 +5,21 @@
 import type * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** The replica state the gauges read when Prometheus scrapes. */
+export interface MetricSources {
+  lastLogIndex(): number;
+  subscriberCount(): number;
+  replication(): {
+    role: 'leader' | 'follower';
+    epoch: number;
+    commitIndex: number;
+    inSyncSize: number;
+    followers: readonly { ordinal: number; lagEntries: number; inSync: boolean }[];
+    waiting: boolean;
+    snapshotting: boolean;
+  };
+}
+
 /** Status names as Prometheus label values, e.g. 5 becomes NOT_FOUND. */
 const STATUS_NAMES: Record<number, string> = {
   0: 'OK', 1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND',
@@ -18,7 +33,12 @@ export class ReplicaMetrics {
   private readonly rpcRequests: Counter<'method' | 'code'>;
   private readonly rpcDuration: Histogram<'method'>;
 
-  constructor(sources: { lastLogIndex: () => number; subscriberCount: () => number }) {
+  private readonly elections: Counter;
+  private readonly snapshotsInstalled: Counter;
+  private readonly snapshotSeconds: Histogram;
+  private readonly replicationRoundTrip: Histogram;
+
+  constructor(sources: MetricSources) {
     collectDefaultMetrics({ register: this.registry });
     this.rpcRequests = new Counter({
       name: 'replichat_rpc_requests_total',
@@ -43,6 +63,88 @@ export class ReplicaMetrics {
       },
     });
     new Gauge({
+      name: 'replichat_is_leader',
+      help: '1 while this replica leads, else 0.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().role === 'leader' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'replichat_epoch',
+      help: 'The highest epoch this replica has accepted or started.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().epoch);
+      },
+    });
+    new Gauge({
+      name: 'replichat_commit_index',
+      help: 'Highest log index known to be held by every in-sync replica.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().commitIndex);
+      },
+    });
+    new Gauge({
+      name: 'replichat_in_sync_replicas',
+      help: 'Size of the in-sync set in this replica\'s latest configuration.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().inSyncSize);
+      },
+    });
+    new Gauge({
+      name: 'replichat_follower_lag_entries',
+      help: 'On the leader: log entries each follower is behind.',
+      labelNames: ['follower', 'in_sync'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const follower of sources.replication().followers) {
+          this.set({ follower: String(follower.ordinal), in_sync: String(follower.inSync) }, follower.lagEntries);
+        }
+      },
+    });
+    new Gauge({
+      name: 'replichat_waiting_for_election',
+      help: '1 while no leader is known and this replica waits (see replichat status for why).',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().waiting ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'replichat_snapshot_in_progress',
+      help: '1 while this replica fetches and installs a snapshot.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().snapshotting ? 1 : 0);
+      },
+    });
+    this.elections = new Counter({
+      name: 'replichat_elections_won_total',
+      help: 'Times this replica became the leader.',
+      registers: [this.registry],
+    });
+    this.snapshotsInstalled = new Counter({
+      name: 'replichat_snapshots_installed_total',
+      help: 'Snapshots this replica fetched and installed.',
+      registers: [this.registry],
+    });
+    this.snapshotSeconds = new Histogram({
+      name: 'replichat_snapshot_install_seconds',
+      help: 'Time to fetch and install a snapshot.',
+      buckets: [0.1, 0.5, 1, 5, 15, 60, 300],
+      registers: [this.registry],
+    });
+    this.replicationRoundTrip = new Histogram({
+      name: 'replichat_replication_round_trip_seconds',
+      help: 'On the leader: from appending a write to every in-sync replica holding it.',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    new Gauge({
       name: 'replichat_subscribers',
       help: 'Open Subscribe streams on this replica.',
       registers: [this.registry],
@@ -50,6 +152,19 @@ export class ReplicaMetrics {
         this.set(sources.subscriberCount());
       },
     });
+  }
+
+  onElection(): void {
+    this.elections.inc();
+  }
+
+  onSnapshotInstalled(durationSeconds: number): void {
+    this.snapshotsInstalled.inc();
+    this.snapshotSeconds.observe(durationSeconds);
+  }
+
+  onReplicationRoundTrip(durationSeconds: number): void {
+    this.replicationRoundTrip.observe(durationSeconds);
   }
 
   /** Records one finished RPC; implements the api layer's RpcObserver. */

@@ -5,7 +5,10 @@
  */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { hostname } from 'node:os';
 import { type ChatLimits, DEFAULT_CHAT_LIMITS } from '../core/limits.js';
+import { DEFAULT_REPLICATION_TIMINGS, type ReplicationTimings } from '../core/replication/replica-core.js';
+import type { Member } from '../core/replication/types.js';
 
 export interface ServerConfig {
   readonly dataDirectory: string;
@@ -18,6 +21,17 @@ export interface ServerConfig {
   readonly limits: ChatLimits;
   /** How long SIGTERM waits for in-flight requests before the server stops hard. */
   readonly shutdownGraceMs: number;
+  /** This replica's ordinal (0, 1, 2 … as in a StatefulSet). */
+  readonly ordinal: number;
+  /** Every replica of the cluster, this one included, with its peer address. */
+  readonly peers: readonly Member[];
+  /** host:port of the peer gRPC service (replication). */
+  readonly peerListenAddress: string;
+  /** The address clients are sent to when this replica leads. */
+  readonly advertisedClientAddress: string;
+  /** Peers refuse messages from another cluster name, so that two clusters never mix. */
+  readonly clusterName: string;
+  readonly timings: ReplicationTimings;
 }
 
 export class ConfigError extends Error {
@@ -72,6 +86,40 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     type: 'string',
     description: 'how long SIGTERM waits for in-flight requests',
     default: '5000',
+  },
+  ordinal: {
+    type: 'string',
+    description: "this replica's ordinal; by default the number at the end of the host name (chat-2 is 2), else 0",
+  },
+  peers: {
+    type: 'string',
+    description: 'every replica\'s peer address, e.g. 0=10.0.0.1:50052,1=10.0.0.2:50052,2=10.0.0.3:50052',
+  },
+  'peer-template': {
+    type: 'string',
+    description: 'peer address with {ordinal}, e.g. chat-{ordinal}.chat-peers.default.svc.cluster.local:50052 (with --replicas)',
+  },
+  replicas: { type: 'string', description: 'number of replicas, with --peer-template' },
+  'peer-listen': { type: 'string', description: 'host:port of the peer (replication) service', default: '0.0.0.0:50052' },
+  'advertise-address': {
+    type: 'string',
+    description: "host:port clients use to reach this replica (default: this replica's peer host with the --listen port)",
+  },
+  'cluster-name': { type: 'string', description: 'name shared by the replicas of one cluster', default: 'replichat' },
+  'heartbeat-interval-ms': {
+    type: 'string',
+    description: 'how often the leader contacts each follower',
+    default: String(DEFAULT_REPLICATION_TIMINGS.heartbeatIntervalMs),
+  },
+  'election-timeout-ms': {
+    type: 'string',
+    description: 'silence from the leader after which followers elect a new one',
+    default: String(DEFAULT_REPLICATION_TIMINGS.electionTimeoutMs),
+  },
+  'lease-duration-ms': {
+    type: 'string',
+    description: 'in-sync lease of a follower; must exceed the election timeout',
+    default: String(DEFAULT_REPLICATION_TIMINGS.leaseDurationMs),
   },
 };
 
@@ -169,16 +217,100 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     throw new ConfigError('--page-size-default must not be larger than --page-size-max');
   }
 
+  const timings: ReplicationTimings = {
+    ...DEFAULT_REPLICATION_TIMINGS,
+    heartbeatIntervalMs: positiveInteger('heartbeat-interval-ms', value('heartbeat-interval-ms')!, 60_000),
+    electionTimeoutMs: positiveInteger('election-timeout-ms', value('election-timeout-ms')!, 600_000),
+    leaseDurationMs: positiveInteger('lease-duration-ms', value('lease-duration-ms')!, 600_000),
+  };
+  if (!(timings.electionTimeoutMs >= 2 * timings.heartbeatIntervalMs)) {
+    throw new ConfigError('--election-timeout-ms must be at least twice --heartbeat-interval-ms');
+  }
+  if (!(timings.leaseDurationMs > timings.electionTimeoutMs)) {
+    throw new ConfigError('--lease-duration-ms must be longer than --election-timeout-ms');
+  }
+
+  const listenAddress = hostPort('listen', value('listen')!);
+  const peerListenAddress = hostPort('peer-listen', value('peer-listen')!);
+  const ordinal = parseOrdinal(value('ordinal'));
+  const peers = parsePeers(value('peers'), value('peer-template'), value('replicas'), ordinal, peerListenAddress);
+  const self = peers.find((member) => member.ordinal === ordinal);
+  if (self === undefined) throw new ConfigError(`--ordinal ${ordinal} is not among the peers`);
+  const advertisedClientAddress = hostPort(
+    'advertise-address',
+    value('advertise-address') ?? `${splitHost(self.address)}:${listenAddress.slice(listenAddress.lastIndexOf(':') + 1)}`,
+  );
+  const clusterName = value('cluster-name')!;
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(clusterName)) {
+    throw new ConfigError('--cluster-name must be 1 to 64 letters, digits, _, . or -');
+  }
+
   const dataDirectory = value('data-dir')!;
   if (dataDirectory.trim() === '') throw new ConfigError('--data-dir must not be empty');
 
   return Object.freeze({
     dataDirectory,
-    listenAddress: hostPort('listen', value('listen')!),
+    listenAddress,
     metricsListenAddress: hostPort('metrics-listen', value('metrics-listen')!),
     tls: typeof tls === 'string' ? tls : Object.freeze(tls),
     logLevel,
     limits: Object.freeze(limits),
     shutdownGraceMs: positiveInteger('shutdown-grace-ms', value('shutdown-grace-ms')!, 600_000),
+    ordinal,
+    peers: Object.freeze(peers.map((member) => Object.freeze(member))),
+    peerListenAddress,
+    advertisedClientAddress,
+    clusterName,
+    timings: Object.freeze(timings),
   });
+}
+
+function splitHost(address: string): string {
+  return address.slice(0, address.lastIndexOf(':'));
+}
+
+/** The ordinal from --ordinal, else from a StatefulSet pod's host name (chat-2), else 0. */
+function parseOrdinal(raw: string | undefined): number {
+  if (raw === undefined) {
+    const match = /-(\d+)$/.exec(hostname());
+    return match === null ? 0 : Number(match[1]);
+  }
+  if (!/^\d+$/.test(raw) || Number(raw) > 1000) throw new ConfigError(`--ordinal must be 0 to 1000, not ${JSON.stringify(raw)}`);
+  return Number(raw);
+}
+
+function parsePeers(
+  list: string | undefined,
+  template: string | undefined,
+  replicas: string | undefined,
+  ordinal: number,
+  peerListenAddress: string,
+): Member[] {
+  if (list !== undefined && template !== undefined) throw new ConfigError('--peers and --peer-template exclude each other');
+  if (template !== undefined) {
+    if (!template.includes('{ordinal}')) throw new ConfigError('--peer-template must contain {ordinal}');
+    if (replicas === undefined) throw new ConfigError('--peer-template needs --replicas');
+    const count = positiveInteger('replicas', replicas, 1000);
+    return Array.from({ length: count }, (_, index) => ({
+      ordinal: index,
+      address: hostPort('peer-template', template.replaceAll('{ordinal}', String(index))),
+    }));
+  }
+  if (list === undefined) {
+    // A single replica: its own peer address, reachable on loopback.
+    const port = peerListenAddress.slice(peerListenAddress.lastIndexOf(':') + 1);
+    return [{ ordinal, address: `127.0.0.1:${port}` }];
+  }
+  const members: Member[] = [];
+  for (const part of list.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
+    const match = /^(\d+)=(.+)$/.exec(part);
+    if (match === null) throw new ConfigError(`--peers entry ${JSON.stringify(part)} is not ORDINAL=host:port`);
+    const memberOrdinal = Number(match[1]);
+    if (members.some((member) => member.ordinal === memberOrdinal)) {
+      throw new ConfigError(`--peers names ordinal ${memberOrdinal} twice`);
+    }
+    members.push({ ordinal: memberOrdinal, address: hostPort('peers', match[2]!) });
+  }
+  if (members.length === 0) throw new ConfigError('--peers is empty');
+  return members.sort((a, b) => a.ordinal - b.ordinal);
 }

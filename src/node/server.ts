@@ -1,6 +1,6 @@
 /**
- * Wires one replica together: the SQLite store, the write path, the client gRPC service with health and
- * reflection, and the HTTP metrics server. `start` resolves once clients can connect; `stop` shuts down
+ * Wires one replica together: the replica node (SQLite store and protocol driver), the peer gRPC service,
+ * the client gRPC service with health and reflection, and the HTTP metrics server. `start` resolves once clients can connect; `stop` shuts down
  * gracefully (in-flight calls get `shutdownGraceMs` to finish) and closes the database last.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -8,22 +8,25 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { readFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ChatService } from '../api/chat-service.js';
 import { UnavailableError } from '../core/errors.js';
 import { CHAT_SERVICE_NAME, chatServiceDefinitionForServer, loadChatPackageDefinition } from '../api/proto.js';
 import { startHttpServer } from '../metrics/http-server.js';
 import { ReplicaMetrics } from '../metrics/metrics.js';
-import { ReplicaStore } from '../storage/replica-store.js';
+import { cleanUpTempSnapshots } from '../storage/snapshot.js';
+import { GrpcPeerNetwork } from '../transport/peer-network.js';
+import { peerServiceDefinition } from '../transport/peer-proto.js';
+import { peerServiceHandlers } from '../transport/peer-server.js';
 import type { ServerConfig } from './config.js';
-import { SingleReplicaWritePath } from './single-replica-write-path.js';
+import { ReplicaNode } from './replica-node.js';
 
 /** Largest request accepted: a few message bodies' worth, so a huge frame is refused before decoding. */
 const GRPC_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
 export interface RunningServer {
   readonly clientPort: number;
+  readonly peerPort: number;
   readonly metricsPort: number;
   stop(): Promise<void>;
 }
@@ -34,16 +37,54 @@ function splitHostPort(address: string): { host: string; port: number } {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  const store = ReplicaStore.open(join(config.dataDirectory, 'replichat.sqlite'));
-  const writePath = new SingleReplicaWritePath(store, Date.now);
-  if (writePath.initializeIfNew()) logger.info({ dataDirectory: config.dataDirectory }, 'initialised a new cluster');
-  logger.info({ lastIndex: store.lastIndex, lastEpoch: store.lastEpoch }, 'opened the replica store');
-
+  const removed = await cleanUpTempSnapshots(config.dataDirectory);
+  if (removed.length > 0) logger.info({ removed }, 'removed the temporary files of interrupted snapshots');
+  const network = new GrpcPeerNetwork(config.clusterName, config.ordinal, config.advertisedClientAddress);
   const metrics: ReplicaMetrics = new ReplicaMetrics({
-    lastLogIndex: () => store.lastIndex,
+    lastLogIndex: (): number => node.lastIndex,
     subscriberCount: (): number => chatService.subscriptions.subscriberCount,
+    replication: () => {
+      const status = node.status();
+      return {
+        role: status.role,
+        epoch: status.epoch,
+        commitIndex: status.commitIndex,
+        inSyncSize: status.configuration?.inSync.length ?? 0,
+        followers: status.followers,
+        waiting: status.waitingReason !== null,
+        snapshotting: status.snapshotting,
+      };
+    },
   });
-  const chatService = new ChatService(writePath, config.limits, logger, metrics);
+  const node: ReplicaNode = new ReplicaNode(
+    {
+      ordinal: config.ordinal,
+      peers: config.peers,
+      timings: config.timings,
+      dataDirectory: config.dataDirectory,
+      clientAddress: config.advertisedClientAddress,
+    },
+    network,
+    logger,
+    metrics,
+  );
+  logger.info(
+    { ordinal: config.ordinal, peers: config.peers, lastIndex: node.lastIndex, epoch: node.currentEpoch() },
+    'opened the replica store',
+  );
+  const chatService: ChatService = new ChatService(node, config.limits, logger, metrics);
+
+  const peerServer = new grpc.Server({
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+  });
+  peerServer.addService(peerServiceDefinition(), peerServiceHandlers(config.clusterName, node));
+  const peerPort = await new Promise<number>((resolve, reject) => {
+    peerServer.bindAsync(config.peerListenAddress, grpc.ServerCredentials.createInsecure(), (error, port) =>
+      error ? reject(error) : resolve(port),
+    );
+  });
+  node.start();
 
   const grpcServer = new grpc.Server({
     'grpc.max_receive_message_length': GRPC_MAX_RECEIVE_BYTES,
@@ -69,12 +110,17 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   });
   const metricsAddress = splitHostPort(config.metricsListenAddress);
   const http = await startHttpServer(metricsAddress.host, metricsAddress.port, metrics.registry, {
-    notReadyReason: () => (store.chat.clusterValue('cluster_id') === undefined ? 'the cluster is not initialised' : undefined),
+    notReadyReason: () => {
+      const status = node.status();
+      if (status.role === 'leader') return undefined;
+      if (status.leaderOrdinal !== null) return undefined;
+      return status.waitingReason ?? 'no leader is known yet';
+    },
   });
   health.setStatus('', 'SERVING');
   health.setStatus(CHAT_SERVICE_NAME, 'SERVING');
   logger.info(
-    { clientPort, metricsPort: http.port, tls: config.tls !== 'insecure' },
+    { clientPort, peerPort, metricsPort: http.port, tls: config.tls !== 'insecure', ordinal: config.ordinal },
     'serving',
   );
 
@@ -97,13 +143,15 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
           resolve();
         });
       });
+      peerServer.forceShutdown();
+      network.close();
       await closeHttp(http.server);
-      store.close();
+      node.stop();
       logger.info('stopped');
     })();
     return stopping;
   };
-  return { clientPort, metricsPort: http.port, stop };
+  return { clientPort, peerPort, metricsPort: http.port, stop };
 }
 
 function closeHttp(server: HttpServer): Promise<void> {

@@ -167,7 +167,7 @@ export class ChatState {
       case 'initializeCluster':
         return this.initializeCluster(command);
       case 'configuration':
-        return this.applyConfiguration(command);
+        return this.applyConfiguration(logIndex, command);
       case 'createAccount':
         return this.createAccount(command);
       case 'login':
@@ -195,8 +195,9 @@ export class ChatState {
     return {};
   }
 
-  private applyConfiguration(command: ConfigurationCommand): CommandResult<'configuration'> {
+  private applyConfiguration(logIndex: number, command: ConfigurationCommand): CommandResult<'configuration'> {
     this.statements.upsertClusterValue!.run('configuration', JSON.stringify(command.configuration));
+    this.statements.upsertClusterValue!.run('configuration_index', String(logIndex));
     return {};
   }
 

@@ -5,6 +5,8 @@
  */
 import { assert } from '../core/assert.js';
 import type { Command, CommandResult } from '../core/commands.js';
+import type { EpochStart } from '../core/replication/epoch-history.js';
+import type { PersistedProtocolState } from '../core/replication/replica-core.js';
 import { ChatState } from './chat-state.js';
 import { openDatabase, type SqliteDatabase } from './database.js';
 import { computeStateDigest } from './state-digest.js';
@@ -80,6 +82,50 @@ export class ReplicaStore {
     this.lastEpochValue = entry.epoch;
     this.lastTimestampMsValue = Math.max(this.lastTimestampMsValue, entry.command.timestampMs);
     return result;
+  }
+
+  /**
+   * Applies entries that directly follow the log, all in one transaction: one fsync for a whole batch
+   * from the leader.
+   */
+  applyEntries(entries: readonly LogEntry[]): void {
+    if (entries.length === 0) return;
+    this.database.transaction(() => {
+      for (const entry of entries) this.applyEntry(entry);
+    })();
+  }
+
+  /** The highest epoch this replica has accepted or started; persisted before it is acted on. */
+  get currentEpoch(): number {
+    const row = this.database.prepare("SELECT value FROM local_metadata WHERE key = 'current_epoch'").get() as
+      | { value: string }
+      | undefined;
+    return Math.max(Number(row?.value ?? 0), this.lastEpochValue);
+  }
+
+  setCurrentEpoch(epoch: number): void {
+    assert(epoch >= this.currentEpoch, `the epoch must not go back from ${this.currentEpoch} to ${epoch}`);
+    this.database
+      .prepare(
+        "INSERT INTO local_metadata (key, value) VALUES ('current_epoch', ?) " +
+          'ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      )
+      .run(String(epoch));
+  }
+
+  /** What the protocol core needs back after a restart or a snapshot. */
+  protocolState(): PersistedProtocolState {
+    const epochStarts = this.database
+      .prepare('SELECT epoch, min(log_index) AS firstIndex FROM command_log GROUP BY epoch ORDER BY firstIndex')
+      .all() as EpochStart[];
+    const stored = this.chat.clusterValue('configuration_index');
+    return {
+      currentEpoch: this.currentEpoch,
+      epochStarts,
+      lastIndex: this.lastIndexValue,
+      configuration: this.chat.configuration(),
+      configurationIndex: stored === undefined ? 0 : Number(stored),
+    };
   }
 
   /** Up to `maxCount` entries starting at `fromIndex`, in order. */

@@ -18,7 +18,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { assert } from '../core/assert.js';
 import type { SqliteDatabase } from './database.js';
 
-/** What a receiver must know about a snapshot before it accepts the bytes: mirrors SnapshotHeader in peer.proto. */
+/** What a receiver must know before it accepts a snapshot's bytes; mirrors SnapshotHeader in peer.proto. */
 export interface SnapshotHeader {
   /** The log index the snapshot's state corresponds to; 0 for a database with an empty log. */
   readonly lastIndex: number;
@@ -239,9 +239,13 @@ export async function swapInSnapshot(tempPath: string, databasePath: string): Pr
   await syncPath(directory, 'r');
 }
 
-/** Step 1 of `swapInSnapshot`: leaves the old database as one self-contained file, if it exists at all. */
+/** Step 1 of `swapInSnapshot`: leaves the old database, if there is one, as one self-contained file. */
 async function settleReplacedDatabase(databasePath: string): Promise<void> {
-  if (!(await exists(databasePath))) return;
+  if (!(await exists(databasePath))) {
+    // Journals without their database belong to nothing, and must not meet the new file.
+    await removeSideFiles(databasePath);
+    return;
+  }
   const journals = await Promise.all([`${databasePath}-wal`, `${databasePath}-journal`].map(exists));
   if (!journals.includes(true)) return;
   try {

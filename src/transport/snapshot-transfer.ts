@@ -39,8 +39,9 @@ export type ServeSnapshotOutcome = 'sent' | 'cancelled' | 'failed';
 
 /**
  * Streams `snapshot` to the caller of FetchSnapshot: the header, then the file in chunks of `chunkBytes`.
- * Resolves with the outcome and never rejects, so a handler can start it without awaiting it. A failure
- * ends the call with UNAVAILABLE, because the requester's remedy is to ask again, here or elsewhere.
+ * Resolves with the outcome and rejects only on a programmer error (a bad `chunkBytes`), so a handler can
+ * start it without awaiting it. A failure to read the file ends the call with UNAVAILABLE, because the
+ * requester's remedy is to ask again, here or at another replica.
  */
 export async function serveSnapshot(
   call: FetchSnapshotCall,
@@ -56,7 +57,7 @@ export async function serveSnapshot(
     return await streamSnapshot(call, snapshot, chunkBytes);
   } catch (error) {
     if (isCallOver(call)) return 'cancelled';
-    const details = `sending the snapshot failed: ${error instanceof Error ? error.message : String(error)}`;
+    const details = `sending the snapshot failed: ${messageOf(error)}`;
     // grpc-js turns an 'error' event on a server stream into the call's status and ends the call.
     call.emit('error', { code: grpc.status.UNAVAILABLE, details });
     return 'failed';
@@ -113,6 +114,12 @@ function eventBeforeClose(call: FetchSnapshotCall, event: 'drain' | 'finish'): P
     call.once(event, onEvent);
     call.once('close', onClose);
   });
+}
+
+/** An error's message; duck-typed because errors from another realm (a test VM) fail `instanceof Error`. */
+function messageOf(error: unknown): string {
+  const message = (error as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : String(error);
 }
 
 function isCallOver(call: FetchSnapshotCall): boolean {

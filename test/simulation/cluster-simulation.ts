@@ -447,7 +447,8 @@ export class ClusterSimulation {
 
   /**
    * Invariant 4: a member re-enters the in-sync set only caught up exactly. When a configuration entry that
-   * adds a member is committed (that is when it takes effect), the member's log equals the leader's up to it.
+   * adds a member is committed (that is when it takes effect), the member's log equals the leader's up to it,
+   * unless a later configuration already removed the member again.
    */
   private checkReadmissions(leader: SimulatedReplica, commitIndex: number): void {
     const checkedUpTo = this.readmissionsCheckedUpTo.get(leader) ?? 0;
@@ -455,8 +456,10 @@ export class ClusterSimulation {
     for (const entry of leader.log.slice(0, commitIndex)) {
       if (entry.configuration === undefined) continue;
       if (entry.index > checkedUpTo && previous !== undefined) {
+        const latestInSync = leader.core!.status().configuration!.inSync;
         for (const ordinal of entry.configuration.inSync) {
-          if (previous.inSync.includes(ordinal)) continue;
+          // A member removed again before the commit never counted for an acknowledgement as re-admitted.
+          if (previous.inSync.includes(ordinal) || !latestInSync.includes(ordinal)) continue;
           const follower = this.replicas[ordinal]!;
           const held = follower.log[entry.index - 1];
           if (held?.epoch !== entry.epoch || this.digestAt(follower, entry.index) !== this.digestAt(leader, entry.index)) {

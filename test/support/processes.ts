@@ -38,11 +38,31 @@ export interface StartServerOptions {
   readonly port?: number;
   readonly extraArguments?: readonly string[];
   readonly startTimeoutMs?: number;
+  /** Wait until /readyz answers 200 (a leader is known), as well as for the `serving` line. Default true. */
+  readonly awaitReady?: boolean;
+}
+
+/** Polls a replica's /readyz until it answers 200, failing after `deadlineMs`. */
+export async function awaitReady(metricsPort: number, deadlineMs = 20_000): Promise<void> {
+  const giveUpAt = Date.now() + deadlineMs;
+  let lastAnswer = '';
+  while (Date.now() < giveUpAt) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+      lastAnswer = await response.text();
+      if (response.status === 200) return;
+    } catch (error) {
+      lastAnswer = String(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`replica not ready within ${deadlineMs} ms: ${lastAnswer}`);
 }
 
 /** Starts `replichat server` and resolves once it logs `serving`. */
 export async function startServer(options: StartServerOptions): Promise<ServerProcess> {
   const port = options.port ?? (await freePort());
+  const peerPort = await freePort();
   const child = spawn(
     process.execPath,
     [
@@ -50,6 +70,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       '--data-dir', options.dataDirectory,
       '--listen', `127.0.0.1:${port}`,
       '--metrics-listen', '127.0.0.1:0',
+      '--peer-listen', `127.0.0.1:${peerPort}`,
       '--insecure',
       ...(options.extraArguments ?? []),
     ],
@@ -86,6 +107,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
     timer.unref();
   });
   const metricsPort = await serving;
+  if (options.awaitReady !== false) await awaitReady(metricsPort);
   return {
     process: child,
     address: `127.0.0.1:${port}`,

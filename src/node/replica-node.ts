@@ -1,0 +1,388 @@
+/**
+ * The driver of one replica: it owns the SQLite store and the pure protocol core, feeds the core ticks and
+ * peer messages, and carries out what the core returns in the order the core requires (persist the epoch,
+ * persist entries, send messages, then acknowledge writes). It is the ChatService's WritePath: a client
+ * write is appended and applied by the leader, then acknowledged once every in-sync follower holds it.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { WritePath } from '../api/chat-service.js';
+import { assert } from '../core/assert.js';
+import type { ClientCommand, Command, CommandResult } from '../core/commands.js';
+import { FailedPreconditionError, UnavailableError } from '../core/errors.js';
+import type { PeerMessage } from '../core/replication/messages.js';
+import {
+  type ProtocolStatus,
+  ReplicaCore,
+  type ReplicationTimings,
+} from '../core/replication/replica-core.js';
+import type { Member, WireEntry } from '../core/replication/types.js';
+import { ReplicaStore, type LogEntry } from '../storage/replica-store.js';
+import { createSnapshot, type SnapshotFile, swapInSnapshot } from '../storage/snapshot.js';
+
+/** What the driver needs to reach other replicas. The transport layer implements it. */
+export interface PeerNetwork {
+  send(address: string, message: PeerMessage): void;
+  /** Fetches a verified snapshot from the replica at `address` into a temporary file in `directory`. */
+  fetchSnapshot(
+    address: string,
+    request: { requesterOrdinal: number; epoch: number },
+    directory: string,
+  ): Promise<{ tempPath: string; lastIndex: number }>;
+}
+
+/** Receives the driver's events, for metrics. */
+export interface ReplicaObserver {
+  onElection(): void;
+  onSnapshotInstalled(durationSeconds: number): void;
+  onReplicationRoundTrip(durationSeconds: number): void;
+}
+
+export interface ReplicaNodeOptions {
+  readonly ordinal: number;
+  readonly peers: readonly Member[];
+  readonly timings: ReplicationTimings;
+  readonly dataDirectory: string;
+  /** Where clients reach this replica; handed to clients that asked a follower. */
+  readonly clientAddress: string;
+}
+
+interface PendingWrite {
+  readonly index: number;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  readonly submittedAtMs: number;
+}
+
+/** How many leader digests are kept for comparing with followers that ask to re-enter the in-sync set. */
+const DIGEST_CACHE_ENTRIES = 8;
+
+export class ReplicaNode implements WritePath {
+  private store: ReplicaStore;
+  private readonly core: ReplicaCore;
+  private readonly databasePath: string;
+  /** Writes and reads waiting for the commit index, in index order. */
+  private waiting: PendingWrite[] = [];
+  private readonly clientAddressByOrdinal = new Map<number, string>();
+  private readonly digestByIndex = new Map<number, string>();
+  private flushScheduled = false;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private snapshotStartedAtMs: number | undefined;
+  private stopped = false;
+  /** While the database file is being swapped for a snapshot, the store is closed: inputs are dropped. */
+  private swapping = false;
+
+  constructor(
+    private readonly options: ReplicaNodeOptions,
+    private readonly network: PeerNetwork,
+    private readonly logger: Logger,
+    private readonly observer: ReplicaObserver,
+  ) {
+    this.databasePath = join(options.dataDirectory, 'replichat.sqlite');
+    this.store = ReplicaStore.open(this.databasePath);
+    this.core = new ReplicaCore(options.ordinal, options.peers, options.timings, this.store.protocolState());
+    this.clientAddressByOrdinal.set(options.ordinal, options.clientAddress);
+  }
+
+  /** Starts the protocol timer. */
+  start(): void {
+    const tickIntervalMs = Math.max(5, Math.floor(this.options.timings.heartbeatIntervalMs / 2));
+    this.tickTimer = setInterval(() => this.tick(), tickIntervalMs);
+    this.tick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
+    this.failWaiting(new UnavailableError('the replica is shutting down'));
+    this.store.close();
+  }
+
+  /** The monotonic clock the protocol runs on: it never jumps with the wall clock. */
+  private nowMs(): number {
+    return performance.now();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // WritePath, for the ChatService.
+
+  get chat() {
+    return this.store.chat;
+  }
+
+  nextTimestampMs(): number {
+    return Math.max(Date.now(), this.store.lastTimestampMs);
+  }
+
+  checkServing(): void {
+    if (this.stopped) throw new UnavailableError('the replica is shutting down');
+    if (this.swapping) throw new UnavailableError('the replica is installing a snapshot');
+    if (this.core.isLeader) return;
+    const leader = this.core.currentLeader;
+    const leaderAddress = leader === null ? undefined : this.clientAddressByOrdinal.get(leader);
+    throw new UnavailableError(
+      leader === null
+        ? `replica ${this.options.ordinal} is not the leader and no leader is known yet`
+        : `replica ${this.options.ordinal} is not the leader; replica ${leader} is`,
+      leaderAddress,
+    );
+  }
+
+  submit(command: ClientCommand): Promise<CommandResult> {
+    this.checkServing();
+    // Idempotency, checked in the same turn of the event loop as the append: a retry that raced the first
+    // attempt gets its result instead of a second entry.
+    const earlier = this.store.chat.request(command.requestId);
+    if (earlier !== undefined) {
+      if (earlier.principal !== command.principal || earlier.kind !== command.kind || earlier.fingerprint !== command.fingerprint) {
+        throw new FailedPreconditionError(`request_id ${command.requestId} was already used for a different request`);
+      }
+      return this.awaitCommitted(earlier.logIndex).then(() => earlier.result as CommandResult);
+    }
+    const position = this.core.nextClientPosition();
+    assert(position !== undefined, 'a serving replica leads');
+    // A ChatError thrown here (the command does not apply) leaves the store and the core unchanged.
+    const { entry, result } = this.store.appendAndApply(position.epoch, command);
+    assert(entry.index === position.index, 'the store and the core agree on the next index');
+    this.core.clientEntryAppended(entry.index, this.nowMs());
+    this.scheduleFlush();
+    return this.awaitCommitted(entry.index).then(() => result);
+  }
+
+  /** Resolves once `index` is committed (held by every in-sync replica); rejects if this replica stops leading. */
+  awaitCommitted(index: number): Promise<void> {
+    if (!this.core.isLeader) return Promise.reject(this.notLeader());
+    if (this.core.status().commitIndex >= index) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const pending: PendingWrite = { index, resolve, reject, submittedAtMs: this.nowMs() };
+      // Writes arrive in index order; reads may wait on an index already in the list.
+      let position = this.waiting.length;
+      while (position > 0 && this.waiting[position - 1]!.index > index) position -= 1;
+      this.waiting.splice(position, 0, pending);
+    });
+  }
+
+  /** Waits until everything this replica has applied is committed, so that a read sees no unacknowledged write. */
+  readBarrier(): Promise<void> {
+    this.checkServing();
+    return this.awaitCommitted(this.store.lastIndex);
+  }
+
+  private notLeader(): UnavailableError {
+    try {
+      this.checkServing();
+    } catch (error) {
+      return error as UnavailableError;
+    }
+    return new UnavailableError('leadership changed');
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Writes that arrive in the same turn of the event loop go out in one append per follower.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.stopped) return;
+      this.core.flush(this.nowMs());
+      this.carryOut();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Protocol inputs.
+
+  private tick(): void {
+    if (this.stopped || this.swapping) return;
+    this.core.tick(this.nowMs());
+    this.carryOut();
+  }
+
+  /** A message from another replica, with the client address it advertises. */
+  onPeerMessage(message: PeerMessage, fromClientAddress: string): void {
+    // A message dropped while the database is swapped is retransmitted by its sender.
+    if (this.stopped || this.swapping) return;
+    if (fromClientAddress !== '') this.clientAddressByOrdinal.set(message.from, fromClientAddress);
+    let received = message;
+    if (message.type === 'appendReply' && message.digest !== undefined) {
+      received = { ...message, digestVerified: this.digestByIndex.get(message.digest.index) === message.digest.value };
+    }
+    this.core.receive(received, this.nowMs());
+    this.carryOut();
+  }
+
+  /** Carries out the core's output: persist the epoch, persist entries, send, acknowledge. */
+  private carryOut(): void {
+    const output = this.core.takeOutput();
+    if (output.persistEpoch !== undefined) this.store.setCurrentEpoch(output.persistEpoch);
+    if (output.becameLeader) {
+      this.observer.onElection();
+      this.logger.info({ epoch: this.core.epoch, lastIndex: this.store.lastIndex }, 'became the leader');
+    }
+    if (output.entriesToPersist.length > 0) this.persist(output.entriesToPersist);
+    for (const outgoing of output.messages) {
+      const address = this.core.memberAddress(outgoing.to);
+      if (address === undefined) continue;
+      this.network.send(address, this.prepareForSending(outgoing.message));
+    }
+    if (output.steppedDown) {
+      this.logger.warn({ epoch: this.core.epoch }, 'stepped down: a newer epoch exists');
+      this.failWaiting(this.notLeader());
+    }
+    if (this.core.isLeader) this.acknowledge(output.commitIndex);
+    if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
+  }
+
+  private persist(entries: readonly WireEntry[]): void {
+    const logEntries: LogEntry[] = entries.map((entry) => ({
+      index: entry.index,
+      epoch: entry.epoch,
+      command: this.commandOf(entry),
+    }));
+    this.store.applyEntries(logEntries);
+  }
+
+  /** A follower's entries carry their command; the leader's own entries get one made here. */
+  private commandOf(entry: WireEntry): Command {
+    if (entry.command !== undefined) return entry.command as Command;
+    if (entry.initialize === true) {
+      return {
+        kind: 'initializeCluster',
+        clusterId: randomUUID(),
+        sessionSecretHex: randomBytes(32).toString('hex'),
+        timestampMs: this.nextTimestampMs(),
+      };
+    }
+    assert(entry.configuration !== undefined, `entry ${entry.index} has no command`);
+    this.logger.info({ index: entry.index, inSync: entry.configuration.inSync }, 'configuration changed');
+    return { kind: 'configuration', configuration: entry.configuration, timestampMs: this.nextTimestampMs() };
+  }
+
+  /** Fills in what the core leaves to the driver: the entries of an append, and state digests. */
+  private prepareForSending(message: PeerMessage): PeerMessage {
+    if (message.type === 'append') {
+      if (message.requestDigest) this.rememberDigest();
+      if (message.entryRange === undefined) return message;
+      const { fromIndex, toIndex } = message.entryRange;
+      const entries: WireEntry[] = this.store.entries(fromIndex, toIndex - fromIndex + 1).map((entry) => ({
+        index: entry.index,
+        epoch: entry.epoch,
+        command: entry.command,
+        ...(entry.command.kind === 'configuration' ? { configuration: entry.command.configuration } : {}),
+        ...(entry.command.kind === 'initializeCluster' ? { initialize: true as const } : {}),
+      }));
+      const { entryRange: _omitted, ...rest } = message;
+      return { ...rest, entries };
+    }
+    if (message.type === 'appendReply' && message.digest !== undefined) {
+      assert(message.digest.index === this.store.lastIndex, 'a digest is taken at the last index');
+      return { ...message, digest: { index: message.digest.index, value: this.store.stateDigest() } };
+    }
+    return message;
+  }
+
+  private rememberDigest(): void {
+    const index = this.store.lastIndex;
+    if (this.digestByIndex.has(index)) return;
+    this.digestByIndex.set(index, this.store.stateDigest());
+    while (this.digestByIndex.size > DIGEST_CACHE_ENTRIES) {
+      this.digestByIndex.delete(this.digestByIndex.keys().next().value!);
+    }
+  }
+
+  private acknowledge(commitIndex: number): void {
+    let released = 0;
+    while (released < this.waiting.length && this.waiting[released]!.index <= commitIndex) released += 1;
+    if (released === 0) return;
+    const done = this.waiting.splice(0, released);
+    const nowMs = this.nowMs();
+    for (const pending of done) {
+      this.observer.onReplicationRoundTrip((nowMs - pending.submittedAtMs) / 1000);
+      pending.resolve();
+    }
+  }
+
+  private failWaiting(error: unknown): void {
+    const failed = this.waiting;
+    this.waiting = [];
+    for (const pending of failed) pending.reject(error);
+  }
+
+  private async installSnapshotFrom(ordinal: number): Promise<void> {
+    const address = this.core.memberAddress(ordinal);
+    this.snapshotStartedAtMs = this.nowMs();
+    this.logger.info({ from: ordinal }, 'fetching a snapshot: this replica\'s log cannot be repaired entry by entry');
+    try {
+      assert(address !== undefined, `no address for replica ${ordinal}`);
+      const fetched = await this.network.fetchSnapshot(
+        address,
+        { requesterOrdinal: this.options.ordinal, epoch: this.core.epoch },
+        this.options.dataDirectory,
+      );
+      if (this.stopped) return;
+      const epoch = this.store.currentEpoch;
+      this.swapping = true;
+      this.store.close();
+      try {
+        await swapInSnapshot(fetched.tempPath, this.databasePath);
+      } finally {
+        this.store = ReplicaStore.open(this.databasePath);
+        this.swapping = false;
+      }
+      // The snapshot carries the sender's state, not this replica's promises: keep our epoch.
+      if (epoch > this.store.currentEpoch) this.store.setCurrentEpoch(epoch);
+      const durationSeconds = (this.nowMs() - this.snapshotStartedAtMs) / 1000;
+      this.observer.onSnapshotInstalled(durationSeconds);
+      this.logger.info({ lastIndex: this.store.lastIndex, durationSeconds }, 'installed a snapshot');
+      this.core.snapshotInstalled(this.store.protocolState(), this.nowMs());
+    } catch (error) {
+      this.logger.warn({ err: error, from: ordinal }, 'fetching the snapshot failed; will retry when asked again');
+      this.core.snapshotFailed(this.nowMs());
+    } finally {
+      this.snapshotStartedAtMs = undefined;
+    }
+    this.carryOut();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // For the peer service.
+
+  currentEpoch(): number {
+    return this.core.epoch;
+  }
+
+  /** A consistent copy of this replica's database, taken while writes go on. */
+  createSnapshot(): Promise<SnapshotFile> {
+    if (this.swapping) return Promise.reject(new UnavailableError('this replica is installing a snapshot itself'));
+    return createSnapshot(this.store.database, this.options.dataDirectory);
+  }
+
+  statusJson(): string {
+    return JSON.stringify(this.status());
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Views.
+
+  get database() {
+    return this.store.database;
+  }
+
+  get lastIndex(): number {
+    return this.store.lastIndex;
+  }
+
+  /** The protocol status plus what only the driver knows. */
+  status(): ProtocolStatus & { clientAddress: string; leaderClientAddress: string | null; snapshotSeconds: number | null } {
+    const status = this.core.status();
+    return {
+      ...status,
+      clientAddress: this.options.clientAddress,
+      leaderClientAddress:
+        status.leaderOrdinal === null ? null : (this.clientAddressByOrdinal.get(status.leaderOrdinal) ?? null),
+      snapshotSeconds: this.snapshotStartedAtMs === undefined ? null : (this.nowMs() - this.snapshotStartedAtMs) / 1000,
+    };
+  }
+}

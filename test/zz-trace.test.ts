@@ -1,0 +1,2 @@
+import { ClusterSimulation } from './simulation/cluster-simulation.js';
+test('trace', () => { new ClusterSimulation({ seed: Number(process.env.SIMULATION_SEED) }).run(); });
