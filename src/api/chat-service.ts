@@ -53,6 +53,8 @@ export interface WritePath {
   awaitCommitted(index: number): Promise<void>;
   /** Resolves once everything this replica has applied is committed, so that a read sees only acknowledged state. */
   readBarrier(): Promise<void>;
+  /** The replica's replication state, in the shape of the proto's ReplicaStatus. */
+  replicaStatus(): Record<string, unknown>;
 }
 
 /** Receives one observation per finished RPC, for metrics. */
@@ -117,11 +119,18 @@ export class ChatService {
       ListHistory: this.unary('ListHistory', (call) => this.listHistory(call.request, call.metadata)),
       DeleteMessages: this.unary('DeleteMessages', (call) => this.deleteMessages(call.request, call.metadata)),
       DeleteAccount: this.unary('DeleteAccount', (call) => this.deleteAccount(call.request, call.metadata)),
+      GetReplicaStatus: this.unary('GetReplicaStatus', async () => this.writePath.replicaStatus(), {
+        followersServe: true,
+      }),
     };
   }
 
   /** Wraps a handler: malformed-request check, error mapping, metrics, and a single answer. */
-  private unary(method: string, handler: UnaryHandler): grpc.handleUnaryCall<Request, unknown> {
+  private unary(
+    method: string,
+    handler: UnaryHandler,
+    options: { followersServe?: boolean } = {},
+  ): grpc.handleUnaryCall<Request, unknown> {
     return (call, callback) => {
       const startedAt = process.hrtime.bigint();
       const finish = (code: grpc.status): void => {
@@ -131,7 +140,7 @@ export class ChatService {
         if (call.request[MALFORMED_REQUEST] === true) {
           throw new InvalidArgumentError('the request is not a valid protobuf message for this method');
         }
-        this.writePath.checkServing();
+        if (options.followersServe !== true) this.writePath.checkServing();
         return handler(call);
       };
       run().then(

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { WritePath } from '../api/chat-service.js';
 import { assert } from '../core/assert.js';
 import type { ClientCommand, Command, CommandResult } from '../core/commands.js';
-import { FailedPreconditionError, UnavailableError } from '../core/errors.js';
+import { ChatError, FailedPreconditionError, UnavailableError } from '../core/errors.js';
 import type { PeerMessage } from '../core/replication/messages.js';
 import {
   type ProtocolStatus,
@@ -63,6 +63,9 @@ export class ReplicaNode implements WritePath {
   private store: ReplicaStore;
   private readonly core: ReplicaCore;
   private readonly databasePath: string;
+  /** Client writes queued for the next batch. */
+  private submitted: { command: ClientCommand; resolve: (result: CommandResult) => void; reject: (error: unknown) => void }[] =
+    [];
   /** Writes and reads waiting for the commit index, in index order. */
   private waiting: PendingWrite[] = [];
   private readonly clientAddressByOrdinal = new Map<number, string>();
@@ -96,7 +99,9 @@ export class ReplicaNode implements WritePath {
   stop(): void {
     this.stopped = true;
     if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
-    this.failWaiting(new UnavailableError('the replica is shutting down'));
+    const shuttingDown = new UnavailableError('the replica is shutting down');
+    for (const item of this.submitted.splice(0)) item.reject(shuttingDown);
+    this.failWaiting(shuttingDown);
     this.store.close();
   }
 
@@ -130,25 +135,64 @@ export class ReplicaNode implements WritePath {
     );
   }
 
+  /**
+   * Queues a client write. Writes that arrive in the same turn of the event loop are applied together in
+   * one SQLite transaction (group commit: one fsync for the batch, each write in its own savepoint so that
+   * one refused write does not undo the others), then replicated in one append per follower.
+   */
   submit(command: ClientCommand): Promise<CommandResult> {
     this.checkServing();
-    // Idempotency, checked in the same turn of the event loop as the append: a retry that raced the first
-    // attempt gets its result instead of a second entry.
-    const earlier = this.store.chat.request(command.requestId);
-    if (earlier !== undefined) {
-      if (earlier.principal !== command.principal || earlier.kind !== command.kind || earlier.fingerprint !== command.fingerprint) {
-        throw new FailedPreconditionError(`request_id ${command.requestId} was already used for a different request`);
-      }
-      return this.awaitCommitted(earlier.logIndex).then(() => earlier.result as CommandResult);
-    }
+    return new Promise((resolve, reject) => {
+      this.submitted.push({ command, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  /** Applies the queued writes as one batch; see submit. */
+  private applySubmitted(): void {
+    const batch = this.submitted;
+    this.submitted = [];
+    if (batch.length === 0) return;
     const position = this.core.nextClientPosition();
-    assert(position !== undefined, 'a serving replica leads');
-    // A ChatError thrown here (the command does not apply) leaves the store and the core unchanged.
-    const { entry, result } = this.store.appendAndApply(position.epoch, command);
-    assert(entry.index === position.index, 'the store and the core agree on the next index');
-    this.core.clientEntryAppended(entry.index, this.nowMs());
-    this.scheduleFlush();
-    return this.awaitCommitted(entry.index).then(() => result);
+    if (position === undefined) {
+      for (const item of batch) item.reject(this.notLeader());
+      return;
+    }
+    const outcomes: (() => void)[] = [];
+    this.store.database.transaction(() => {
+      for (const item of batch) {
+        const { command } = item;
+        // Idempotency, checked in the same transaction as the append: a retry that raced the first
+        // attempt gets the first result instead of a second entry.
+        const earlier = this.store.chat.request(command.requestId);
+        if (earlier !== undefined) {
+          const sameRequest =
+            earlier.principal === command.principal &&
+            earlier.kind === command.kind &&
+            earlier.fingerprint === command.fingerprint;
+          outcomes.push(() =>
+            sameRequest
+              ? this.awaitCommitted(earlier.logIndex).then(() => item.resolve(earlier.result as CommandResult), item.reject)
+              : item.reject(
+                  new FailedPreconditionError(`request_id ${command.requestId} was already used for a different request`),
+                ),
+          );
+          continue;
+        }
+        try {
+          // A ChatError (the command does not apply) rolls back this write's savepoint only.
+          const { entry, result } = this.store.appendAndApply(position.epoch, command);
+          outcomes.push(() => {
+            this.core.clientEntryAppended(entry.index, this.nowMs());
+            this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
+          });
+        } catch (error) {
+          if (!(error instanceof ChatError)) throw error;
+          outcomes.push(() => item.reject(error));
+        }
+      }
+    })();
+    for (const outcome of outcomes) outcome();
   }
 
   /** Resolves once `index` is committed (held by every in-sync replica); rejects if this replica stops leading. */
@@ -186,6 +230,7 @@ export class ReplicaNode implements WritePath {
     setImmediate(() => {
       this.flushScheduled = false;
       if (this.stopped) return;
+      this.applySubmitted();
       this.core.flush(this.nowMs());
       this.carryOut();
     });
@@ -198,6 +243,17 @@ export class ReplicaNode implements WritePath {
     if (this.stopped || this.swapping) return;
     this.core.tick(this.nowMs());
     this.carryOut();
+    this.reportWaiting();
+  }
+
+  private lastWaitingReason: string | null = null;
+
+  /** Says in the log, once per change, why no leader is being elected. */
+  private reportWaiting(): void {
+    const reason = this.core.status().waitingReason;
+    if (reason === this.lastWaitingReason) return;
+    this.lastWaitingReason = reason;
+    if (reason !== null && !reason.startsWith('gathering')) this.logger.warn({ reason }, 'no leader yet');
   }
 
   /** A message from another replica, with the client address it advertises. */
@@ -357,6 +413,28 @@ export class ReplicaNode implements WritePath {
   createSnapshot(): Promise<SnapshotFile> {
     if (this.swapping) return Promise.reject(new UnavailableError('this replica is installing a snapshot itself'));
     return createSnapshot(this.store.database, this.options.dataDirectory);
+  }
+
+  replicaStatus(): Record<string, unknown> {
+    const status = this.status();
+    return {
+      ordinal: status.ordinal,
+      role: status.role,
+      epoch: status.epoch,
+      leaderOrdinal: status.leaderOrdinal ?? -1,
+      leaderAddress: status.leaderClientAddress ?? '',
+      lastIndex: status.lastIndex,
+      lastEpoch: status.lastEpoch,
+      commitIndex: status.commitIndex,
+      members: status.configuration?.members.map((member) => member.ordinal) ?? [],
+      inSync: status.configuration?.inSync ?? [],
+      leaseValid: status.leaseValid,
+      snapshotting: status.snapshotting,
+      waitingReason: status.waitingReason ?? '',
+      followers: status.followers,
+      clientAddress: status.clientAddress,
+      snapshotSeconds: status.snapshotSeconds ?? 0,
+    };
   }
 
   statusJson(): string {

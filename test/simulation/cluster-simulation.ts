@@ -268,6 +268,10 @@ export class ClusterSimulation {
   }
 
   private deliver(replica: SimulatedReplica, message: PeerMessage): void {
+    if (process.env.SIMULATION_TRACE_MESSAGES !== undefined && this.nowMs > Number(process.env.SIMULATION_TRACE_MESSAGES)) {
+      const { entries, ...rest } = message as AppendMessage;
+      this.trace(`deliver to ${replica.ordinal}: ${JSON.stringify({ ...rest, entries: entries?.map((entry) => entry.index) })}`);
+    }
     let delivered = message;
     if (message.type === 'appendReply' && message.digest !== undefined && replica.core!.isLeader) {
       delivered = { ...message, digestVerified: message.digest.value === this.digestAt(replica, message.digest.index) };
@@ -509,7 +513,7 @@ export class ClusterSimulation {
         const status = replica.core?.status();
         return `replica ${replica.ordinal}: ${replica.alive ? (replica.paused ? 'paused' : 'up') : 'down'} log ${replica.log.length} ` +
           (status === undefined ? '' : `${status.role} epoch ${status.epoch} leader ${status.leaderOrdinal} inSync ` +
-            `${JSON.stringify(status.configuration?.inSync)} commit ${status.commitIndex} waiting ${status.waitingReason}`);
+            `${JSON.stringify(status.configuration?.inSync)} commit ${status.commitIndex} waiting ${status.waitingReason} followers ${JSON.stringify(status.followers)} snapshotting ${status.snapshotting}`);
       })
       .join('; ');
   }

@@ -656,7 +656,7 @@ export class ReplicaCore {
     }
     for (const progress of this.progress.values()) {
       // Appends or replies were lost: start again from the last confirmed position.
-      const outstanding = progress.nextIndex > progress.matchIndex + 1;
+      const outstanding = progress.nextIndex > progress.matchIndex + 1 || progress.inflightAppends > 0;
       if (outstanding && this.nowMs - progress.lastProgressMs > 4 * this.timings.heartbeatIntervalMs) {
         progress.inflightAppends = 0;
         progress.nextIndex = progress.matchIndex + 1;
@@ -766,6 +766,8 @@ export class ReplicaCore {
       progress.lastFollowerTimeMs = Math.max(progress.lastFollowerTimeMs ?? -Infinity, reply.followerTimeMs);
       if (reply.carriedEntries) progress.inflightAppends = Math.max(0, progress.inflightAppends - 1);
       progress.nextIndex = Math.max(progress.nextIndex, progress.matchIndex + 1);
+      // Everything sent is held: no append is outstanding, whatever became of their replies.
+      if (progress.nextIndex === progress.matchIndex + 1) progress.inflightAppends = 0;
       if (reply.digestVerified === true && reply.digest !== undefined) this.maybeReadmit(reply.from, reply.digest.index);
     } else if (followerLogIsPrefix) {
       // A gap (lost or reordered appends, or a fresh snapshot): continue right after the follower's end.
