@@ -5,7 +5,7 @@
  * returns right after answering.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AssertionFailure } from '../core/assert.js';
 import type { ClientCommand, CommandResult, CommandResults, StoredMessage } from '../core/commands.js';
@@ -13,6 +13,7 @@ import {
   AlreadyExistsError,
   FailedPreconditionError,
   InvalidArgumentError,
+  PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
 } from '../core/errors.js';
@@ -55,6 +56,10 @@ export interface WritePath {
   readBarrier(): Promise<void>;
   /** The replica's replication state, in the shape of the proto's ReplicaStatus. */
   replicaStatus(): Record<string, unknown>;
+  /** Asks the protocol to remove a member; throws FailedPreconditionError when it refuses. */
+  removeMember(ordinal: number): void;
+  /** Registers a callback for when this replica stops leading. */
+  onLeadershipLost(listener: () => void): void;
 }
 
 /** Receives one observation per finished RPC, for metrics. */
@@ -98,8 +103,15 @@ export class ChatService {
     private readonly limits: ChatLimits,
     private readonly logger: Logger,
     private readonly observer: RpcObserver,
+    /** The operator's token for RemoveMember; undefined disables it. */
+    private readonly adminToken?: string,
   ) {
     this.subscriptions = new SubscriptionRegistry(limits.subscriptionsPerUserMax, SUBSCRIBER_BUFFER_MAX_BYTES);
+    // Only the leader pushes messages: streams open on a replica that stops leading would go quiet, so they
+    // end with UNAVAILABLE and their clients subscribe again on the new leader.
+    writePath.onLeadershipLost(() =>
+      this.subscriptions.closeEveryone(new UnavailableError('this replica stopped leading; subscribe again')),
+    );
   }
 
   /** The handlers object for grpc.Server.addService. */
@@ -122,6 +134,7 @@ export class ChatService {
       GetReplicaStatus: this.unary('GetReplicaStatus', async () => this.writePath.replicaStatus(), {
         followersServe: true,
       }),
+      RemoveMember: this.unary('RemoveMember', async (call) => this.removeMember(call.request, call.metadata)),
     };
   }
 
@@ -437,6 +450,27 @@ export class ChatService {
       messageIds,
     });
     return { deletedCount: result.deletedCount };
+  }
+
+  // -----------------------------------------------------------------------------------------------------
+  // Operations.
+
+  private async removeMember(request: Request, metadata: grpc.Metadata): Promise<unknown> {
+    if (this.adminToken === undefined) {
+      throw new PermissionDeniedError('member removal is disabled: start the servers with --admin-token to enable it');
+    }
+    const header = metadata.get('authorization')[0];
+    const presented = Buffer.from(typeof header === 'string' ? header.replace(/^Bearer /, '') : '', 'utf8');
+    const expected = Buffer.from(this.adminToken, 'utf8');
+    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
+      throw new PermissionDeniedError('member removal needs the admin token as the bearer token');
+    }
+    const ordinal = request.ordinal;
+    if (typeof ordinal !== 'number' || !Number.isInteger(ordinal) || ordinal < 0 || ordinal > 1000) {
+      throw new InvalidArgumentError('ordinal must be an integer from 0 to 1000');
+    }
+    this.writePath.removeMember(ordinal);
+    return {};
   }
 
   // -----------------------------------------------------------------------------------------------------

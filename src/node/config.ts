@@ -32,6 +32,8 @@ export interface ServerConfig {
   /** Peers refuse messages from another cluster name, so that two clusters never mix. */
   readonly clusterName: string;
   readonly timings: ReplicationTimings;
+  /** Bearer token for operator RPCs (RemoveMember); undefined disables them. */
+  readonly adminToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +108,15 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     description: "host:port clients use to reach this replica (default: this replica's peer host with the --listen port)",
   },
   'cluster-name': { type: 'string', description: 'name shared by the replicas of one cluster', default: 'replichat' },
+  'snapshot-lag-entries': {
+    type: 'string',
+    description: 'a follower further behind than this many entries is sent a snapshot instead',
+    default: String(DEFAULT_REPLICATION_TIMINGS.snapshotLagEntries),
+  },
+  'admin-token': {
+    type: 'string',
+    description: 'bearer token that enables operator RPCs such as member removal (at least 16 characters)',
+  },
   'heartbeat-interval-ms': {
     type: 'string',
     description: 'how often the leader contacts each follower',
@@ -222,7 +233,12 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     heartbeatIntervalMs: positiveInteger('heartbeat-interval-ms', value('heartbeat-interval-ms')!, 60_000),
     electionTimeoutMs: positiveInteger('election-timeout-ms', value('election-timeout-ms')!, 600_000),
     leaseDurationMs: positiveInteger('lease-duration-ms', value('lease-duration-ms')!, 600_000),
+    snapshotLagEntries: positiveInteger('snapshot-lag-entries', value('snapshot-lag-entries')!, 1_000_000_000),
   };
+  const adminToken = value('admin-token');
+  if (adminToken !== undefined && adminToken.length < 16) {
+    throw new ConfigError('--admin-token must be at least 16 characters');
+  }
   if (!(timings.electionTimeoutMs >= 2 * timings.heartbeatIntervalMs)) {
     throw new ConfigError('--election-timeout-ms must be at least twice --heartbeat-interval-ms');
   }
@@ -262,6 +278,7 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     advertisedClientAddress,
     clusterName,
     timings: Object.freeze(timings),
+    adminToken,
   });
 }
 

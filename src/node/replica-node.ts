@@ -30,6 +30,7 @@ export interface PeerNetwork {
     address: string,
     request: { requesterOrdinal: number; epoch: number },
     directory: string,
+    onProgress: (bytesReceived: number, sizeBytes: number) => void,
   ): Promise<{ tempPath: string; lastIndex: number }>;
 }
 
@@ -63,6 +64,7 @@ export class ReplicaNode implements WritePath {
   private store: ReplicaStore;
   private readonly core: ReplicaCore;
   private readonly databasePath: string;
+  private readonly leadershipLostListeners: (() => void)[] = [];
   /** Client writes queued for the next batch. */
   private submitted: { command: ClientCommand; resolve: (result: CommandResult) => void; reject: (error: unknown) => void }[] =
     [];
@@ -73,6 +75,7 @@ export class ReplicaNode implements WritePath {
   private flushScheduled = false;
   private tickTimer: NodeJS.Timeout | undefined;
   private snapshotStartedAtMs: number | undefined;
+  private snapshotProgress: { bytesReceived: number; sizeBytes: number } | undefined;
   private stopped = false;
   /** While the database file is being swapped for a snapshot, the store is closed: inputs are dropped. */
   private swapping = false;
@@ -85,7 +88,8 @@ export class ReplicaNode implements WritePath {
   ) {
     this.databasePath = join(options.dataDirectory, 'replichat.sqlite');
     this.store = ReplicaStore.open(this.databasePath);
-    this.core = new ReplicaCore(options.ordinal, options.peers, options.timings, this.store.protocolState());
+    // The wall clock at start tells runs of this process apart (see AppendReplyMessage.incarnation).
+    this.core = new ReplicaCore(options.ordinal, options.peers, options.timings, this.store.protocolState(), Date.now());
     this.clientAddressByOrdinal.set(options.ordinal, options.clientAddress);
   }
 
@@ -284,8 +288,9 @@ export class ReplicaNode implements WritePath {
       this.network.send(address, this.prepareForSending(outgoing.message));
     }
     if (output.steppedDown) {
-      this.logger.warn({ epoch: this.core.epoch }, 'stepped down: a newer epoch exists');
+      this.logger.warn({ epoch: this.core.epoch }, 'stepped down');
       this.failWaiting(this.notLeader());
+      for (const listener of this.leadershipLostListeners) listener();
     }
     if (this.core.isLeader) this.acknowledge(output.commitIndex);
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
@@ -376,6 +381,9 @@ export class ReplicaNode implements WritePath {
         address,
         { requesterOrdinal: this.options.ordinal, epoch: this.core.epoch },
         this.options.dataDirectory,
+        (bytesReceived, sizeBytes) => {
+          this.snapshotProgress = { bytesReceived, sizeBytes };
+        },
       );
       if (this.stopped) return;
       const epoch = this.store.currentEpoch;
@@ -398,6 +406,7 @@ export class ReplicaNode implements WritePath {
       this.core.snapshotFailed(this.nowMs());
     } finally {
       this.snapshotStartedAtMs = undefined;
+      this.snapshotProgress = undefined;
     }
     this.carryOut();
   }
@@ -434,7 +443,20 @@ export class ReplicaNode implements WritePath {
       followers: status.followers,
       clientAddress: status.clientAddress,
       snapshotSeconds: status.snapshotSeconds ?? 0,
+      snapshotBytesReceived: this.snapshotProgress?.bytesReceived ?? 0,
+      snapshotBytesTotal: this.snapshotProgress?.sizeBytes ?? 0,
     };
+  }
+
+  onLeadershipLost(listener: () => void): void {
+    this.leadershipLostListeners.push(listener);
+  }
+
+  removeMember(ordinal: number): void {
+    const refusal = this.core.requestRemoval(ordinal, this.nowMs());
+    this.carryOut();
+    if (refusal !== undefined) throw new FailedPreconditionError(refusal);
+    this.logger.info({ ordinal }, 'removing a member at an operator\'s request');
   }
 
   statusJson(): string {

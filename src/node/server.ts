@@ -72,7 +72,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     { ordinal: config.ordinal, peers: config.peers, lastIndex: node.lastIndex, epoch: node.currentEpoch() },
     'opened the replica store',
   );
-  const chatService: ChatService = new ChatService(node, config.limits, logger, metrics);
+  const chatService: ChatService = new ChatService(node, config.limits, logger, metrics, config.adminToken);
 
   const peerServer = new grpc.Server({
     'grpc.max_receive_message_length': 64 * 1024 * 1024,

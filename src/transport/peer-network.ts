@@ -29,9 +29,10 @@ export class GrpcPeerNetwork {
     address: string,
     request: { requesterOrdinal: number; epoch: number },
     directory: string,
+    onProgress: (bytesReceived: number, sizeBytes: number) => void,
   ): Promise<{ tempPath: string; lastIndex: number }> {
     const client = this.sender.clientFor(address) as unknown as PeerServiceClient;
-    const fetched = await fetchSnapshot(client, request, directory, { deadlineMs: SNAPSHOT_DEADLINE_MS });
+    const fetched = await fetchSnapshot(client, request, directory, { deadlineMs: SNAPSHOT_DEADLINE_MS, onProgress });
     return { tempPath: fetched.tempPath, lastIndex: fetched.header.lastIndex };
   }
 

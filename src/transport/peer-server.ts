@@ -18,7 +18,7 @@ export interface PeerHandler {
   statusJson(): string;
 }
 
-const MESSAGE_TYPES = new Set(['append', 'appendReply', 'status', 'installSnapshot']);
+const MESSAGE_TYPES = new Set(['append', 'appendReply', 'status', 'installSnapshot', 'join']);
 /** Snapshots served at once; each holds a file and a stream, so they are few. */
 const MAX_CONCURRENT_SNAPSHOTS = 2;
 

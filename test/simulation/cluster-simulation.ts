@@ -80,6 +80,8 @@ interface AcknowledgedWrite {
 export interface SimulationOptions {
   readonly seed: number;
   readonly replicaCount?: number;
+  /** Whether a new replica may join and an operator may remove a member during the run (default true). */
+  readonly membershipChanges?: boolean;
   /** Faults happen during this much simulated time; then they stop and the cluster must recover. */
   readonly faultDurationMs?: number;
   /** How long the cluster gets to recover once faults stop. */
@@ -108,6 +110,11 @@ export class ClusterSimulation {
   private readonly readmissionsCheckedUpTo = new Map<SimulatedReplica, number>();
   private readonly clients: { requestId: string; attempt: number; nextAttemptAtMs: number }[] = [];
   private requestCounter = 0;
+  private readonly membershipChanges: boolean;
+  private readonly initialCount: number;
+  private joinerStarted = false;
+  private removalsRequested = 0;
+  private incarnations = 0;
   private faultsActive = true;
   private dropProbability: number;
   private duplicateProbability: number;
@@ -124,7 +131,11 @@ export class ClusterSimulation {
   constructor(private readonly options: SimulationOptions) {
     this.random = new Random(options.seed);
     const count = options.replicaCount ?? 3;
-    this.members = Array.from({ length: count }, (_, ordinal) => ({ ordinal, address: `replica-${ordinal}` }));
+    this.membershipChanges = options.membershipChanges ?? true;
+    // One replica more than the initial cluster, started later to join it.
+    const total = this.membershipChanges ? count + 1 : count;
+    this.initialCount = count;
+    this.members = Array.from({ length: total }, (_, ordinal) => ({ ordinal, address: `replica-${ordinal}` }));
     this.dropProbability = this.random.next() * 0.15;
     this.duplicateProbability = this.random.next() * 0.05;
     this.maxDelayMs = this.random.integer(1, 60);
@@ -144,7 +155,10 @@ export class ClusterSimulation {
         snapshotSource: undefined,
       });
     }
-    for (const replica of this.replicas) this.start(replica);
+    for (const replica of this.replicas) {
+      if (replica.ordinal < this.initialCount) this.start(replica);
+      else replica.alive = false;
+    }
     for (let client = 0; client < 3; client += 1) this.clients.push(this.newRequest());
   }
 
@@ -198,7 +212,10 @@ export class ClusterSimulation {
 
   private start(replica: SimulatedReplica): void {
     this.trace(`start ${replica.ordinal} (log ${replica.log.length}, epoch ${replica.currentEpoch})`);
-    replica.core = new ReplicaCore(replica.ordinal, this.members, this.timings, this.persistedState(replica));
+    this.incarnations += 1;
+    // The original replicas know only each other; the joiner knows them all, as a StatefulSet scaled up.
+    const peers = replica.ordinal < this.initialCount ? this.members.slice(0, this.initialCount) : this.members;
+    replica.core = new ReplicaCore(replica.ordinal, peers, this.timings, this.persistedState(replica), this.incarnations);
     replica.alive = true;
     replica.paused = false;
     replica.pending.clear();
@@ -215,8 +232,10 @@ export class ClusterSimulation {
   }
 
   private injectFaults(): void {
+    if (this.membershipChanges) this.changeMembership();
     const down = this.replicas.filter((replica) => !replica.alive || replica.paused).length;
     for (const replica of this.replicas) {
+      if (replica.ordinal >= this.initialCount && !this.joinerStarted) continue;
       if (replica.alive && !replica.paused) {
         // Up to every replica may be down at once: safety must hold regardless; only liveness needs one up.
         if (this.random.chance(0.0015) && down < this.replicas.length) this.crash(replica);
@@ -233,9 +252,30 @@ export class ClusterSimulation {
     }
   }
 
+  /** A new replica joins once, and an operator asks the leader to remove a member once, at seeded times. */
+  private changeMembership(): void {
+    const joiner = this.replicas[this.initialCount]!;
+    if (!this.joinerStarted && this.random.chance(0.0006)) {
+      this.joinerStarted = true;
+      this.trace(`joiner ${joiner.ordinal} starts`);
+      this.start(joiner);
+    }
+    if (this.removalsRequested === 0 && this.random.chance(0.001)) {
+      const leader = this.replicas.find((replica) => replica.alive && !replica.paused && replica.core!.isLeader);
+      const members = leader?.core!.status().configuration?.members ?? [];
+      if (leader === undefined || members.length <= 2) return;
+      const ordinal = this.random.pick(members).ordinal;
+      const refusal = leader.core!.requestRemoval(ordinal, this.localTime(leader));
+      this.trace(`operator removes ${ordinal} via leader ${leader.ordinal}: ${refusal ?? 'accepted'}`);
+      if (refusal === undefined) this.removalsRequested += 1;
+      this.carryOut(leader);
+    }
+  }
+
   private heal(): void {
     this.faultsActive = false;
     for (const replica of this.replicas) {
+      if (replica.ordinal >= this.initialCount && !this.joinerStarted) continue;
       if (!replica.alive) this.start(replica);
       replica.paused = false;
     }
@@ -502,9 +542,13 @@ export class ClusterSimulation {
     // New writes are acknowledged again, and every replica holds the same log as the leader.
     if (this.acknowledged.size <= acknowledgedBeforeRecovery + 3) return false;
     const digest = this.digestAt(leader, leader.log.length);
-    return this.replicas.every(
-      (replica) => replica.log.length === leader.log.length && this.digestAt(replica, replica.log.length) === digest,
-    ) && leader.core!.status().configuration!.inSync.length === this.replicas.length;
+    const configuration = leader.core!.status().configuration!;
+    const members = this.replicas.filter((replica) => configuration.members.some((member) => member.ordinal === replica.ordinal));
+    return (
+      members.every(
+        (replica) => replica.log.length === leader.log.length && this.digestAt(replica, replica.log.length) === digest,
+      ) && configuration.inSync.length === members.length
+    );
   }
 
   private describe(): string {

@@ -38,6 +38,8 @@ export interface StartServerOptions {
   readonly port?: number;
   readonly extraArguments?: readonly string[];
   readonly startTimeoutMs?: number;
+  /** Serve clients over TLS with this certificate and key instead of plaintext. */
+  readonly tls?: { readonly certificatePath: string; readonly keyPath: string };
   /** Wait until /readyz answers 200 (a leader is known), as well as for the `serving` line. Default true. */
   readonly awaitReady?: boolean;
 }
@@ -71,7 +73,9 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       '--listen', `127.0.0.1:${port}`,
       '--metrics-listen', '127.0.0.1:0',
       '--peer-listen', `127.0.0.1:${peerPort}`,
-      '--insecure',
+      ...(options.tls === undefined
+        ? ['--insecure']
+        : ['--tls-cert', options.tls.certificatePath, '--tls-key', options.tls.keyPath]),
       ...(options.extraArguments ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },

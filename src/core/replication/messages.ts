@@ -37,6 +37,11 @@ export interface AppendReplyMessage {
   readonly matchIndex: number;
   readonly lastIndex: number;
   readonly lastEpoch: number;
+  /**
+   * Which run of the follower process replied (the driver's wall clock at start). A reply from a newer run
+   * with a shorter log means the follower lost its disk: what the leader believed it held is reset.
+   */
+  readonly incarnation: number;
   /** The follower's clock when it replied; the leader echoes it to renew the follower's lease. */
   readonly followerTimeMs: number;
   readonly echoSentAtMs: number;
@@ -71,6 +76,15 @@ export interface StatusMessage {
   readonly askedAtMs: number | null;
 }
 
+/** A replica with an empty log → the leader: add me to the members (I will catch up, then be in sync). */
+export interface JoinMessage {
+  readonly type: 'join';
+  readonly from: number;
+  readonly epoch: number;
+  /** The joiner's peer address. */
+  readonly address: string;
+}
+
 /** Leader → follower: your log cannot be repaired entry by entry; fetch my snapshot. */
 export interface InstallSnapshotMessage {
   readonly type: 'installSnapshot';
@@ -78,7 +92,7 @@ export interface InstallSnapshotMessage {
   readonly epoch: number;
 }
 
-export type PeerMessage = AppendMessage | AppendReplyMessage | StatusMessage | InstallSnapshotMessage;
+export type PeerMessage = AppendMessage | AppendReplyMessage | StatusMessage | InstallSnapshotMessage | JoinMessage;
 
 /** A message to send and its destination ordinal. */
 export interface Outgoing {

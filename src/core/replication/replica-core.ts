@@ -11,6 +11,7 @@ import type {
   AppendMessage,
   AppendReplyMessage,
   InstallSnapshotMessage,
+  JoinMessage,
   Outgoing,
   PeerMessage,
   StatusMessage,
@@ -37,6 +38,8 @@ export interface ReplicationTimings {
   readonly clockDriftRatio: number;
   readonly maxEntriesPerAppend: number;
   readonly maxInflightAppends: number;
+  /** A follower further behind than this many entries is sent a snapshot instead of entries. */
+  readonly snapshotLagEntries: number;
 }
 
 export const DEFAULT_REPLICATION_TIMINGS: ReplicationTimings = Object.freeze({
@@ -46,6 +49,7 @@ export const DEFAULT_REPLICATION_TIMINGS: ReplicationTimings = Object.freeze({
   clockDriftRatio: 0.05,
   maxEntriesPerAppend: 512,
   maxInflightAppends: 8,
+  snapshotLagEntries: 10_000,
 });
 
 /** What a replica keeps on disk that the protocol needs back after a restart. */
@@ -90,6 +94,10 @@ interface FollowerProgress {
   lastProgressMs: number;
   digestRequestedAtIndex: number | null;
   snapshotRequestedAtMs: number | null;
+  /** The follower run that last replied; see AppendReplyMessage.incarnation. */
+  incarnation: number;
+  /** Set while an operator's removal waits for the member's lease to run out (its lease is no longer renewed). */
+  evictionRequestedAtMs: number | null;
 }
 
 /** A peer's answer to this replica's status question, and when (on this replica's clock) it asked. */
@@ -143,6 +151,8 @@ export class ReplicaCore {
   private wokeAtMs = 0;
   private lastTickMs = 0;
   private commitIndex = 0;
+  /** Set when this leader removed itself: it steps down once the removal is committed. */
+  private leavingAtIndex: number | null = null;
 
   private output: CoreOutput = ReplicaCore.emptyOutput(0);
 
@@ -152,6 +162,8 @@ export class ReplicaCore {
     private readonly peers: readonly Member[],
     private readonly timings: ReplicationTimings,
     persisted: PersistedProtocolState,
+    /** Which run of this replica process this is (the driver's wall clock at start); see AppendReplyMessage. */
+    private readonly incarnation = 0,
   ) {
     assert(timings.leaseDurationMs > timings.electionTimeoutMs, 'the lease must outlast the election timeout');
     assert(timings.electionTimeoutMs > timings.heartbeatIntervalMs, 'the election timeout must exceed the heartbeat');
@@ -251,7 +263,37 @@ export class ReplicaCore {
         return this.onStatus(message);
       case 'installSnapshot':
         return this.onInstallSnapshot(message);
+      case 'join':
+        return this.onJoin(message);
     }
+  }
+
+  /**
+   * An operator asks the leader to remove a member. Another member leaves only after its in-sync lease has
+   * certainly run out (the leader stops renewing it at once), so that it can never lead with writes it
+   * missed. A leader that removes itself hands over: once its removal is committed it steps down, and the
+   * most up-to-date remaining member is elected. Returns why the request is refused, or undefined.
+   */
+  requestRemoval(ordinal: number, nowMs: number): string | undefined {
+    this.observeTime(nowMs);
+    if (this.role !== 'leader') return 'only the leader removes members';
+    const configuration = this.configuration!;
+    if (!configuration.members.some((member) => member.ordinal === ordinal)) return `replica ${ordinal} is not a member`;
+    if (configuration.members.length === 1) return 'the last member cannot be removed';
+    if (this.configurationIndex > this.commitIndex) return 'another configuration change is in progress; retry shortly';
+    if (ordinal === this.ordinal) {
+      if (!configuration.inSync.some((member) => member !== this.ordinal) || !this.authorityValid()) {
+        return 'the leader can hand over only while another in-sync member answers: retry once one does';
+      }
+      this.appendOwnEntry({ configuration: withoutMember(configuration, ordinal) });
+      this.leavingAtIndex = this.history.lastIndex;
+      this.sendAppends();
+      this.advanceCommit();
+      return undefined;
+    }
+    const progress = this.progress.get(ordinal);
+    if (progress !== undefined && progress.evictionRequestedAtMs === null) progress.evictionRequestedAtMs = this.nowMs;
+    return undefined;
   }
 
   /** The position a client write would take; undefined unless this replica leads. */
@@ -319,9 +361,25 @@ export class ReplicaCore {
     if (this.leaderOrdinal !== null || this.snapshotting) return;
     if (this.nowMs - this.lastStatusBroadcastMs >= this.timings.heartbeatIntervalMs) {
       this.lastStatusBroadcastMs = this.nowMs;
-      for (const ordinal of this.otherMembers()) this.send(ordinal, this.myStatus(true, null));
+      for (const ordinal of this.statusTargets()) this.send(ordinal, this.myStatus(true, null));
+      this.askToJoin();
     }
     this.tryElection();
+  }
+
+  /**
+   * A replica with an empty log that sees a leader which does not contact it asks to join. Only an empty
+   * replica asks: a removed replica keeps its log, and joins again only once its data directory is wiped.
+   */
+  private askToJoin(): void {
+    if (this.configuration !== null || this.history.lastIndex !== 0) return;
+    const address = this.memberAddress(this.ordinal);
+    if (address === undefined) return;
+    for (const received of this.statuses.values()) {
+      const leader = received.status.leaderOrdinal;
+      if (leader === null || this.nowMs - received.askedAtMs > this.timings.electionTimeoutMs) continue;
+      this.send(leader, { type: 'join', from: this.ordinal, epoch: this.currentEpoch, address });
+    }
   }
 
   private myStatus(replyWanted: boolean, askedAtMs: number | null): StatusMessage {
@@ -340,7 +398,14 @@ export class ReplicaCore {
     };
   }
 
+  /** Whom the leader replicates to: the configuration's members, or the static peers before there is one. */
   private otherMembers(): number[] {
+    const members = this.configuration?.members ?? this.peers;
+    return members.map((member) => member.ordinal).filter((ordinal) => ordinal !== this.ordinal);
+  }
+
+  /** Whom a replica without a leader asks for status: every member and every static peer. */
+  private statusTargets(): number[] {
     const ordinals = new Set<number>(this.peers.map((member) => member.ordinal));
     for (const member of this.configuration?.members ?? []) ordinals.add(member.ordinal);
     ordinals.delete(this.ordinal);
@@ -407,7 +472,15 @@ export class ReplicaCore {
       if (status.configuration === null) continue;
       if (newest === undefined || compareLogPositions(status, newest) > 0) newest = status;
     }
-    assert(newest !== undefined, 'a replica with a log has a configuration');
+    if (newest === undefined) {
+      this.waitingReason = 'no replica with a configuration is visible';
+      return;
+    }
+    if (!newest.configuration!.members.some((member) => member.ordinal === this.ordinal)) {
+      this.waitingReason =
+        'this replica is not a member of the newest configuration (it was removed): wipe its data directory to join again';
+      return;
+    }
     const inSyncSet = newest.configuration!.inSync;
     const missing = inSyncSet.filter((ordinal) => !fresh.has(ordinal));
     const everyMemberVisible = missing.length === 0;
@@ -533,6 +606,7 @@ export class ReplicaCore {
       matchIndex,
       lastIndex: this.history.lastIndex,
       lastEpoch: this.history.lastEpoch,
+      incarnation: this.incarnation,
       followerTimeMs: this.nowMs,
       echoSentAtMs,
       carriedEntries: false,
@@ -549,6 +623,22 @@ export class ReplicaCore {
     this.snapshotting = true;
     this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
     this.output.fetchSnapshotFrom = message.from;
+  }
+
+  /** A new replica asks to become a member: it is added, not in sync; it catches up from a snapshot. */
+  private onJoin(message: JoinMessage): void {
+    if (this.role !== 'leader') return;
+    const configuration = this.configuration!;
+    if (configuration.members.some((member) => member.ordinal === message.from)) return;
+    // One configuration change at a time: the joiner asks again until this one is committed.
+    if (this.configurationIndex > this.commitIndex) return;
+    this.appendOwnEntry({
+      configuration: normalizeConfiguration({
+        members: [...configuration.members, { ordinal: message.from, address: message.address }],
+        inSync: configuration.inSync,
+      }),
+    });
+    this.sendAppends();
   }
 
   /** Accepts a newer epoch: persisted first, and a leader stops leading. */
@@ -617,6 +707,8 @@ export class ReplicaCore {
       lastProgressMs: this.nowMs,
       digestRequestedAtIndex: null,
       snapshotRequestedAtMs: null,
+      incarnation: 0,
+      evictionRequestedAtMs: null,
     };
   }
 
@@ -626,8 +718,16 @@ export class ReplicaCore {
     if (entry.configuration !== undefined) {
       this.configuration = entry.configuration;
       this.configurationIndex = index;
+      if (this.role === 'leader') this.syncProgressWithMembers();
     }
     this.output.entriesToPersist.push({ index, epoch: this.currentEpoch, ...entry });
+  }
+
+  /** The leader replicates to exactly the members of its latest configuration. */
+  private syncProgressWithMembers(): void {
+    const members = new Set(this.otherMembers());
+    for (const ordinal of members) if (!this.progress.has(ordinal)) this.progress.set(ordinal, this.newProgress());
+    for (const ordinal of [...this.progress.keys()]) if (!members.has(ordinal)) this.progress.delete(ordinal);
   }
 
   /** Removal waits this long after the last sign of life: the follower's lease, twice, with drift. */
@@ -649,10 +749,18 @@ export class ReplicaCore {
       const lastSignOfLifeMs = Math.max(progress?.lastOkReplyMs ?? -Infinity, this.epochStartedAtMs, this.wokeAtMs);
       return this.nowMs - lastSignOfLifeMs > this.removalDelayMs();
     });
-    if (silent.length > 0) {
+    // A leader that is handing over keeps at least one other member in sync: the one it hands over to.
+    const remaining = configuration.inSync.filter((o) => !silent.includes(o) && !(o === this.ordinal && this.leavingAtIndex !== null));
+    if (silent.length > 0 && remaining.length > 0) {
       this.appendOwnEntry({
         configuration: { members: configuration.members, inSync: configuration.inSync.filter((o) => !silent.includes(o)) },
       });
+    }
+    // An operator's removal takes effect once the member's lease, no longer renewed, has certainly run out.
+    const evictionDelayMs = this.timings.leaseDurationMs * (1 + this.timings.clockDriftRatio) + this.timings.heartbeatIntervalMs;
+    for (const [ordinal, progress] of this.progress) {
+      if (progress.evictionRequestedAtMs === null || this.nowMs - progress.evictionRequestedAtMs <= evictionDelayMs) continue;
+      this.appendOwnEntry({ configuration: withoutMember(this.configuration!, ordinal) });
     }
     for (const progress of this.progress.values()) {
       // Appends or replies were lost: start again from the last confirmed position.
@@ -687,7 +795,7 @@ export class ReplicaCore {
         continue;
       }
       const inSync = configuration.inSync.includes(ordinal);
-      const leaseEchoMs = inSync && authority ? progress.lastFollowerTimeMs : null;
+      const leaseEchoMs = inSync && authority && progress.evictionRequestedAtMs === null ? progress.lastFollowerTimeMs : null;
       let sent = false;
       while (progress.inflightAppends < this.timings.maxInflightAppends && progress.nextIndex <= this.history.lastIndex) {
         const fromIndex = progress.nextIndex;
@@ -751,6 +859,17 @@ export class ReplicaCore {
     if (this.role !== 'leader' || reply.epoch < this.currentEpoch) return;
     const progress = this.progress.get(reply.from);
     if (progress === undefined) return;
+    if (reply.incarnation < progress.incarnation) return; // From a run of the follower that has since ended.
+    if (reply.incarnation > progress.incarnation) {
+      // The follower restarted. If it came back with less than we believed it held, it lost its disk:
+      // believe only what it holds now.
+      progress.incarnation = reply.incarnation;
+      if (reply.lastIndex < progress.matchIndex) {
+        progress.matchIndex = 0;
+        progress.nextIndex = this.history.lastIndex + 1;
+        progress.inflightAppends = 0;
+      }
+    }
     progress.lastAnsweredSentAtMs = Math.max(progress.lastAnsweredSentAtMs, reply.echoSentAtMs);
     // A follower whose last entry equals ours at that index holds our log up to there (log matching), so
     // any reply, a heartbeat's included, can advance what we know it holds.
@@ -769,6 +888,16 @@ export class ReplicaCore {
       // Everything sent is held: no append is outstanding, whatever became of their replies.
       if (progress.nextIndex === progress.matchIndex + 1) progress.inflightAppends = 0;
       if (reply.digestVerified === true && reply.digest !== undefined) this.maybeReadmit(reply.from, reply.digest.index);
+    } else if (
+      followerLogIsPrefix &&
+      progress.snapshotRequestedAtMs === null &&
+      this.history.lastIndex > 0 &&
+      ((reply.lastIndex === 0 && this.history.lastIndex > this.timings.maxEntriesPerAppend) ||
+        this.history.lastIndex - reply.lastIndex > this.timings.snapshotLagEntries)
+    ) {
+      // An empty replica (a new one, or a replaced disk) bootstraps from a snapshot unless the log fits in one
+      // append, and so does a replica too far behind for entry-by-entry catch-up to be quicker.
+      this.requestSnapshot(reply.from, progress);
     } else if (followerLogIsPrefix) {
       // A gap (lost or reordered appends, or a fresh snapshot): continue right after the follower's end.
       progress.inflightAppends = 0;
@@ -811,9 +940,21 @@ export class ReplicaCore {
     }
     if (held >= this.configurationIndex && held > this.commitIndex) this.commitIndex = held;
     this.output.commitIndex = this.commitIndex;
+    if (this.leavingAtIndex !== null && this.commitIndex >= this.leavingAtIndex) {
+      // This leader's own removal is committed: hand over by stepping down; it takes no part in elections.
+      this.leavingAtIndex = null;
+      this.stepDown(this.currentEpoch);
+    }
   }
 
   private send(to: number, message: PeerMessage): void {
     this.output.messages.push({ to, message });
   }
+}
+
+function withoutMember(configuration: Configuration, ordinal: number): Configuration {
+  return normalizeConfiguration({
+    members: configuration.members.filter((member) => member.ordinal !== ordinal),
+    inSync: configuration.inSync.filter((member) => member !== ordinal),
+  });
 }
