@@ -201,6 +201,8 @@ describeWithNetns('replication across simulated machines', () => {
       async () => {
         try {
           await body();
+          // No replica crashed or logged an error along the way.
+          expect(cluster?.problems() ?? []).toEqual([]);
         } catch (error) {
           if (error instanceof Error && cluster !== undefined) {
             error.message += `\n\nreplica logs (last lines):\n${cluster.describe(30)}`;

@@ -34,6 +34,7 @@ export interface ServerConfig {
   readonly timings: ReplicationTimings;
   /** Bearer token for operator RPCs (RemoveMember); undefined disables them. */
   readonly adminToken: string | undefined;
+  readonly logRetentionEntries: number;
 }
 
 export class ConfigError extends Error {
@@ -112,6 +113,11 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     type: 'string',
     description: 'a follower further behind than this many entries is sent a snapshot instead',
     default: String(DEFAULT_REPLICATION_TIMINGS.snapshotLagEntries),
+  },
+  'log-retention-entries': {
+    type: 'string',
+    description: 'newest log entries kept for catching followers up; older ones are deleted',
+    default: '100000',
   },
   'admin-token': {
     type: 'string',
@@ -235,6 +241,12 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     leaseDurationMs: positiveInteger('lease-duration-ms', value('lease-duration-ms')!, 600_000),
     snapshotLagEntries: positiveInteger('snapshot-lag-entries', value('snapshot-lag-entries')!, 1_000_000_000),
   };
+  const logRetentionEntries = positiveInteger('log-retention-entries', value('log-retention-entries')!, 1_000_000_000);
+  if (logRetentionEntries < 2 * timings.maxEntriesPerAppend * timings.maxInflightAppends) {
+    throw new ConfigError(
+      `--log-retention-entries must be at least ${2 * timings.maxEntriesPerAppend * timings.maxInflightAppends}`,
+    );
+  }
   const adminToken = value('admin-token');
   if (adminToken !== undefined && adminToken.length < 16) {
     throw new ConfigError('--admin-token must be at least 16 characters');
@@ -279,6 +291,7 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     clusterName,
     timings: Object.freeze(timings),
     adminToken,
+    logRetentionEntries,
   });
 }
 

@@ -45,6 +45,8 @@ export interface ReplicaNodeOptions {
   readonly ordinal: number;
   readonly peers: readonly Member[];
   readonly timings: ReplicationTimings;
+  /** How many of the newest log entries are kept; older ones are deleted (snapshots carry their effect). */
+  readonly logRetentionEntries: number;
   readonly dataDirectory: string;
   /** Where clients reach this replica; handed to clients that asked a follower. */
   readonly clientAddress: string;
@@ -163,6 +165,7 @@ export class ReplicaNode implements WritePath {
       return;
     }
     const outcomes: (() => void)[] = [];
+    let appended = false;
     this.store.database.transaction(() => {
       for (const item of batch) {
         const { command } = item;
@@ -186,6 +189,7 @@ export class ReplicaNode implements WritePath {
         try {
           // A ChatError (the command does not apply) rolls back this write's savepoint only.
           const { entry, result } = this.store.appendAndApply(position.epoch, command);
+          appended = true;
           outcomes.push(() => {
             this.core.clientEntryAppended(entry.index, this.nowMs());
             this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
@@ -197,6 +201,7 @@ export class ReplicaNode implements WritePath {
       }
     })();
     for (const outcome of outcomes) outcome();
+    if (appended) this.truncateLogIfLong();
   }
 
   /** Resolves once `index` is committed (held by every in-sync replica); rejects if this replica stops leading. */
@@ -303,6 +308,16 @@ export class ReplicaNode implements WritePath {
       command: this.commandOf(entry),
     }));
     this.store.applyEntries(logEntries);
+    this.truncateLogIfLong();
+  }
+
+  /** Keeps the log within its bound, deleting in steps of a tenth of it so that deletes stay rare. */
+  private truncateLogIfLong(): void {
+    const retention = this.options.logRetentionEntries;
+    if (this.store.lastIndex - this.core.firstIndex < retention + Math.ceil(retention / 10)) return;
+    const firstIndex = this.store.lastIndex - retention + 1;
+    this.store.truncateLogBefore(firstIndex);
+    this.core.logTruncated(firstIndex);
   }
 
   /** A follower's entries carry their command; the leader's own entries get one made here. */

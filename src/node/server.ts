@@ -61,6 +61,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       ordinal: config.ordinal,
       peers: config.peers,
       timings: config.timings,
+      logRetentionEntries: config.logRetentionEntries,
       dataDirectory: config.dataDirectory,
       clientAddress: config.advertisedClientAddress,
     },

@@ -95,6 +95,23 @@ export class ReplicaStore {
     })();
   }
 
+  /** The oldest index the log still holds. */
+  firstLogIndex(): number {
+    const row = this.database.prepare('SELECT min(log_index) AS firstIndex FROM command_log').get() as {
+      firstIndex: number | null;
+    };
+    return row.firstIndex ?? this.lastIndexValue + 1;
+  }
+
+  /**
+   * Deletes log entries before `firstIndex`. Their effect stays in the tables, and snapshots carry it to
+   * replicas that need older entries; the log itself is local, not part of the replicated state.
+   */
+  truncateLogBefore(firstIndex: number): void {
+    assert(firstIndex <= this.lastIndexValue, 'truncation keeps at least the last entry');
+    this.database.prepare('DELETE FROM command_log WHERE log_index < ?').run(firstIndex);
+  }
+
   /** The highest epoch this replica has accepted or started; persisted before it is acted on. */
   get currentEpoch(): number {
     const row = this.database.prepare("SELECT value FROM local_metadata WHERE key = 'current_epoch'").get() as

@@ -62,6 +62,8 @@ interface SimulatedReplica {
   clockRate: number;
   snapshotDueAtMs: number | undefined;
   snapshotSource: number | undefined;
+  /** The oldest log index the replica still holds; entries before it were truncated. */
+  firstIndex: number;
 }
 
 interface InFlight {
@@ -153,6 +155,7 @@ export class ClusterSimulation {
         clockRate: 1 + (this.random.next() - 0.5) * 0.02,
         snapshotDueAtMs: undefined,
         snapshotSource: undefined,
+        firstIndex: 1,
       });
     }
     for (const replica of this.replicas) {
@@ -195,13 +198,17 @@ export class ClusterSimulation {
   }
 
   private persistedState(replica: SimulatedReplica): PersistedProtocolState {
+    // The epoch history covers the entries still in the log; the configuration is state, as in the real
+    // store (cluster_state), so it survives truncation of the entry that carried it.
     const epochStarts: EpochStart[] = [];
-    let configuration: Configuration | null = null;
-    let configurationIndex = 0;
-    for (const entry of replica.log) {
+    for (const entry of replica.log.slice(replica.firstIndex - 1)) {
       if (epochStarts.length === 0 || epochStarts[epochStarts.length - 1]!.epoch !== entry.epoch) {
         epochStarts.push({ epoch: entry.epoch, firstIndex: entry.index });
       }
+    }
+    let configuration: Configuration | null = null;
+    let configurationIndex = 0;
+    for (const entry of replica.log) {
       if (entry.configuration !== undefined) {
         configuration = entry.configuration;
         configurationIndex = entry.index;
@@ -297,6 +304,7 @@ export class ClusterSimulation {
       if (replica.snapshotDueAtMs !== undefined && this.nowMs >= replica.snapshotDueAtMs) this.finishSnapshot(replica);
       replica.core!.tick(this.localTime(replica));
       this.carryOut(replica);
+      this.truncateLog(replica);
     }
     this.submitClientWrites();
     for (const replica of this.replicas) {
@@ -361,6 +369,13 @@ export class ClusterSimulation {
     if (entry.configuration !== undefined) this.trace(`replica ${replica.ordinal} config at ${entry.index}@${entry.epoch}: inSync ${JSON.stringify(entry.configuration.inSync)}`);
   }
 
+  /** Keeps the last 100 to 150 entries, as the driver does with --log-retention-entries, so snapshots are exercised. */
+  private truncateLog(replica: SimulatedReplica): void {
+    if (replica.log.length - replica.firstIndex < 150) return;
+    replica.firstIndex = replica.log.length - 99;
+    replica.core!.logTruncated(replica.firstIndex);
+  }
+
   private send(from: SimulatedReplica, outgoing: Outgoing): void {
     let message = outgoing.message;
     if (message.type === 'append' && message.entryRange !== undefined) {
@@ -388,6 +403,7 @@ export class ClusterSimulation {
     }
     // A snapshot is a consistent copy of the source's log and state at this instant.
     replica.log = source.log.map((entry) => ({ ...entry }));
+    replica.firstIndex = source.firstIndex;
     this.counters.snapshots += 1;
     replica.core!.snapshotInstalled(this.persistedState(replica), this.localTime(replica));
     this.carryOut(replica);

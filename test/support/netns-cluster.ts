@@ -59,6 +59,8 @@ interface Replica {
   child: ChildProcess | undefined;
   exited: Promise<ExitResult> | undefined;
   paused: boolean;
+  /** Set by kill/stop before signalling, so that any other exit counts as a crash. */
+  exitExpected: boolean;
   incarnation: number;
   readonly logs: LogLine[];
   stderr: string;
@@ -119,6 +121,8 @@ function normaliseStatus(raw: Record<string, unknown>): ReplicaStatus {
 export class NetnsCluster {
   private readonly replicas: Replica[];
   private destroyed = false;
+  /** Exits that no kill or stop asked for (an assertion failure crashes a replica, for example). */
+  private readonly crashes: string[] = [];
 
   private constructor(
     readonly hosts: NetnsHosts,
@@ -130,6 +134,7 @@ export class NetnsCluster {
       child: undefined,
       exited: undefined,
       paused: false,
+      exitExpected: false,
       incarnation: 0,
       logs: [],
       stderr: '',
@@ -192,6 +197,7 @@ export class NetnsCluster {
     const replica = this.replica(index);
     replica.incarnation += 1;
     replica.paused = false;
+    replica.exitExpected = false;
     const incarnation = replica.incarnation;
     const peers = this.ordinals.map((ordinal) => `${ordinal}=${this.hosts.hostName(ordinal)}:${PEER_PORT}`).join(',');
     const child = this.hosts.spawnIn(
@@ -212,7 +218,14 @@ export class NetnsCluster {
       { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnvironment() },
     );
     replica.child = child;
-    replica.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    replica.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        if (!replica.exitExpected && !this.destroyed) {
+          this.crashes.push(`replica ${index} (incarnation ${incarnation}) exited by itself: ${code ?? signal}`);
+        }
+        resolve({ code, signal });
+      }),
+    );
     let buffered = '';
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
@@ -258,6 +271,7 @@ export class NetnsCluster {
   async kill(index: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<ExitResult> {
     const replica = this.replica(index);
     if (!this.isRunning(index)) throw new Error(`replica ${index} is not running`);
+    replica.exitExpected = true;
     replica.child!.kill(signal);
     // A paused process receives SIGTERM only once it runs again; SIGKILL needs no help.
     if (replica.paused && signal !== 'SIGKILL') replica.child!.kill('SIGCONT');
@@ -267,7 +281,10 @@ export class NetnsCluster {
 
   /** SIGKILLs several replicas in the same instant, then waits for all of them to exit. */
   async killTogether(indexes: readonly number[]): Promise<void> {
-    for (const index of indexes) this.replica(index).child?.kill('SIGKILL');
+    for (const index of indexes) {
+      this.replica(index).exitExpected = true;
+      this.replica(index).child?.kill('SIGKILL');
+    }
     await Promise.all(indexes.map((index) => this.awaitExit(index)));
   }
 
@@ -453,6 +470,22 @@ export class NetnsCluster {
     return this.logs(index)
       .filter((line) => line.msg === 'became the leader')
       .map((line) => Number(line.epoch));
+  }
+
+  /**
+   * What went wrong without being asked for: replicas that exited by themselves, log lines at level error
+   * or fatal, and anything on stderr. A test that passes with a crashed replica would hide a bug.
+   */
+  problems(): string[] {
+    const found = [...this.crashes];
+    for (const index of this.ordinals) {
+      const replica = this.replica(index);
+      for (const line of replica.logs) {
+        if (typeof line.level === 'number' && line.level >= 50) found.push(`replica ${index} logged: ${JSON.stringify(line)}`);
+      }
+      if (replica.stderr.trim() !== '') found.push(`replica ${index} wrote to stderr: ${replica.stderr.trim().slice(-2000)}`);
+    }
+    return found;
   }
 
   static summarise(statuses: Map<number, ReplicaStatus | undefined>): string {

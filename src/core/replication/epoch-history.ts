@@ -14,11 +14,26 @@ export interface EpochStart {
 export class EpochHistory {
   private readonly starts: EpochStart[];
   private lastIndexValue: number;
+  /** The oldest index still in the log; entries before it were truncated (they live on in snapshots). */
+  private firstIndexValue: number;
 
   constructor(starts: readonly EpochStart[], lastIndex: number) {
     this.starts = [...starts];
     this.lastIndexValue = lastIndex;
+    this.firstIndexValue = this.starts[0]?.firstIndex ?? lastIndex + 1;
     assert(lastIndex === 0 || this.starts.length > 0, 'a non-empty log must have an epoch history');
+  }
+
+  /** The oldest index the log still holds (lastIndex + 1 for an empty log). */
+  get firstIndex(): number {
+    return this.firstIndexValue;
+  }
+
+  /** Forgets entries before `firstIndex`: the driver deleted them from the log. */
+  truncateBefore(firstIndex: number): void {
+    assert(firstIndex <= this.lastIndexValue, 'truncation keeps at least the last entry');
+    if (firstIndex <= this.firstIndexValue) return;
+    this.firstIndexValue = firstIndex;
   }
 
   get lastIndex(): number {
@@ -29,10 +44,10 @@ export class EpochHistory {
     return this.starts[this.starts.length - 1]?.epoch ?? 0;
   }
 
-  /** The epoch of the entry at `index`; 0 for index 0; undefined past the end. */
+  /** The epoch of the entry at `index`; 0 for index 0 of an untruncated log; undefined when not held. */
   epochAt(index: number): number | undefined {
-    if (index === 0) return 0;
-    if (index < 0 || index > this.lastIndexValue) return undefined;
+    if (index === 0 && this.firstIndexValue <= 1) return 0;
+    if (index < this.firstIndexValue || index > this.lastIndexValue) return undefined;
     for (let position = this.starts.length - 1; position >= 0; position -= 1) {
       const start = this.starts[position]!;
       if (start.firstIndex <= index) return start.epoch;
@@ -45,6 +60,7 @@ export class EpochHistory {
     assert(index === this.lastIndexValue + 1, `entry ${index} does not follow ${this.lastIndexValue}`);
     assert(epoch >= this.lastEpoch, `entry epoch ${epoch} is older than the log's ${this.lastEpoch}`);
     if (epoch !== this.lastEpoch) this.starts.push({ epoch, firstIndex: index });
+    if (this.lastIndexValue === 0) this.firstIndexValue = index;
     this.lastIndexValue = index;
   }
 
@@ -52,6 +68,7 @@ export class EpochHistory {
   reset(starts: readonly EpochStart[], lastIndex: number): void {
     this.starts.splice(0, this.starts.length, ...starts);
     this.lastIndexValue = lastIndex;
+    this.firstIndexValue = this.starts[0]?.firstIndex ?? lastIndex + 1;
   }
 
   snapshot(): EpochStart[] {

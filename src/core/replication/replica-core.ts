@@ -329,6 +329,15 @@ export class ReplicaCore {
     if (this.leaderOrdinal !== null) this.send(this.leaderOrdinal, this.appendReply(false, 0, 0, undefined));
   }
 
+  /** The driver deleted log entries before `firstIndex` (they are kept in the state; snapshots carry them). */
+  logTruncated(firstIndex: number): void {
+    this.history.truncateBefore(firstIndex);
+  }
+
+  get firstIndex(): number {
+    return this.history.firstIndex;
+  }
+
   snapshotFailed(nowMs: number): void {
     this.observeTime(nowMs);
     this.snapshotting = false;
@@ -796,6 +805,11 @@ export class ReplicaCore {
       }
       const inSync = configuration.inSync.includes(ordinal);
       const leaseEchoMs = inSync && authority && progress.evictionRequestedAtMs === null ? progress.lastFollowerTimeMs : null;
+      if (progress.nextIndex <= this.history.lastIndex && this.history.epochAt(progress.nextIndex - 1) === undefined) {
+        // The entries this follower needs were truncated from the log: only a snapshot can bring it up.
+        this.requestSnapshot(ordinal, progress);
+        continue;
+      }
       let sent = false;
       while (progress.inflightAppends < this.timings.maxInflightAppends && progress.nextIndex <= this.history.lastIndex) {
         const fromIndex = progress.nextIndex;
@@ -813,7 +827,11 @@ export class ReplicaCore {
         this.configurationIndex <= this.commitIndex;
       if (wantsDigest || this.nowMs - progress.lastSentMs >= this.timings.heartbeatIntervalMs) {
         if (wantsDigest) progress.digestRequestedAtIndex = this.history.lastIndex;
-        this.sendAppend(ordinal, progress, progress.matchIndex, undefined, leaseEchoMs, wantsDigest);
+        // A heartbeat checks the last position known to match; if the log no longer holds it, it probes at
+        // the end of the log, and the follower's answer says where it stands.
+        const probeIndex =
+          this.history.epochAt(progress.matchIndex) === undefined ? this.history.lastIndex : progress.matchIndex;
+        this.sendAppend(ordinal, progress, probeIndex, undefined, leaseEchoMs, wantsDigest);
       }
     }
   }
