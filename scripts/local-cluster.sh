@@ -19,11 +19,12 @@ done
 
 pids=()
 stop() {
+  trap - EXIT
   echo "stopping the cluster"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
-trap stop EXIT INT TERM
+trap stop EXIT
 
 for ((i = 0; i < replicas; i++)); do
   node dist/cli/main.js server \
@@ -39,7 +40,7 @@ done
 
 cat <<TEXT
 replichat: $replicas replicas running (logs in $root/replica-N.log). In another terminal:
-  export REPLICHAT_SERVERS=$servers REPLICHAT_CA_CERT=$PWD/$root/certs/ca.pem
+  export REPLICHAT_SERVERS=$servers REPLICHAT_CA_CERT=$(realpath "$root/certs/ca.pem")
   node dist/cli/main.js status
   node dist/cli/main.js chat
 Press Ctrl-C to stop the cluster.

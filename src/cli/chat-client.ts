@@ -20,12 +20,14 @@ import {
   type HistoryPage,
   type LoginResult,
   type ReadResult,
+  type ReplicaStatus,
   textField,
   toAccountPage,
   toChatMessage,
   toHistoryPage,
   toLoginResult,
   toReadResult,
+  toReplicaStatus,
 } from './chat-types.js';
 import {
   type EndListener,
@@ -37,7 +39,7 @@ import {
 import { isFailoverStatus, retryDelayMs, ServerRotation } from './server-rotation.js';
 
 export { ChatClientError } from './chat-client-error.js';
-export type { AccountPage, ChatMessage, HistoryPage, LoginResult, ReadResult } from './chat-types.js';
+export type { AccountPage, ChatMessage, FollowerStatus, HistoryPage, LoginResult, ReadResult, ReplicaStatus } from './chat-types.js';
 export type { EndListener, MessageListener, Subscription } from './resilient-subscription.js';
 
 /** TLS with the CA in `caCertPath` (the system's roots when absent), or 'insecure' for plaintext. */
@@ -84,7 +86,8 @@ type ChatMethod =
   | 'ReadMessages'
   | 'ListHistory'
   | 'DeleteMessages'
-  | 'DeleteAccount';
+  | 'DeleteAccount'
+  | 'GetReplicaStatus';
 
 type UnaryMethod = (
   request: object,
@@ -252,6 +255,23 @@ export class ChatClient {
     for (const wake of [...this.retryDelayWakers]) wake();
     for (const client of this.grpcClients.values()) client.close();
     this.grpcClients.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Replicas.
+
+  /**
+   * The status of the replica at `address`, which need not be one of this client's servers. It is asked
+   * once, without following a leader hint or trying another server: the point is to hear what this one
+   * replica says about itself, and a replica that does not answer is itself the news.
+   */
+  async replicaStatus(address: string, options: { deadlineMs?: number } = {}): Promise<ReplicaStatus> {
+    if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
+    try {
+      return toReplicaStatus(await this.callOnce(address, 'GetReplicaStatus', {}, false, options.deadlineMs ?? this.deadlineMs));
+    } catch (error) {
+      throw ChatClientError.fromCallError(error);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------

@@ -42,6 +42,43 @@ export interface HistoryPage {
   readonly nextPageToken: string;
 }
 
+/** How far one follower has got, as the leader sees it. */
+export interface FollowerStatus {
+  readonly ordinal: number;
+  readonly matchIndex: number;
+  readonly lagEntries: number;
+  readonly inSync: boolean;
+}
+
+/** One replica's own view of its role and replication state, from GetReplicaStatus. */
+export interface ReplicaStatus {
+  readonly ordinal: number;
+  /** 'leader' or 'follower'; kept as a string so that a role a newer server adds still shows. */
+  readonly role: string;
+  readonly epoch: number;
+  /** The leader this replica knows of, or null when it knows of none. */
+  readonly leaderOrdinal: number | null;
+  /** The leader's client address, or '' when it is not known. */
+  readonly leaderAddress: string;
+  readonly lastIndex: number;
+  readonly lastEpoch: number;
+  readonly commitIndex: number;
+  readonly members: number[];
+  /** The in-sync set of this replica's latest configuration, sorted. */
+  readonly inSync: number[];
+  readonly leaseValid: boolean;
+  readonly snapshotting: boolean;
+  /** Why no leader is being elected, or '' while there is one. */
+  readonly waitingReason: string;
+  /** Filled on the leader only. */
+  readonly followers: FollowerStatus[];
+  readonly clientAddress: string;
+  /** Time spent on the snapshot being installed; 0 when none is. */
+  readonly snapshotSeconds: number;
+  readonly snapshotBytesReceived: number;
+  readonly snapshotBytesTotal: number;
+}
+
 type WireObject = Record<string, unknown>;
 
 function asObject(value: unknown): WireObject {
@@ -96,6 +133,46 @@ export function toReadResult(value: unknown): ReadResult {
 export function toHistoryPage(value: unknown): HistoryPage {
   const wire = asObject(value);
   return { messages: toChatMessages(wire.messages), nextPageToken: text(wire.nextPageToken) };
+}
+
+function ordinals(value: unknown): number[] {
+  return Array.isArray(value) ? value.map(count).sort((left, right) => left - right) : [];
+}
+
+function toFollowerStatus(value: unknown): FollowerStatus {
+  const wire = asObject(value);
+  return {
+    ordinal: count(wire.ordinal),
+    matchIndex: count(wire.matchIndex),
+    lagEntries: count(wire.lagEntries),
+    inSync: wire.inSync === true,
+  };
+}
+
+export function toReplicaStatus(value: unknown): ReplicaStatus {
+  const wire = asObject(value);
+  // The proto has no null, so a replica that knows no leader sends -1.
+  const leaderOrdinal = count(wire.leaderOrdinal);
+  return {
+    ordinal: count(wire.ordinal),
+    role: text(wire.role),
+    epoch: count(wire.epoch),
+    leaderOrdinal: leaderOrdinal >= 0 ? leaderOrdinal : null,
+    leaderAddress: text(wire.leaderAddress),
+    lastIndex: count(wire.lastIndex),
+    lastEpoch: count(wire.lastEpoch),
+    commitIndex: count(wire.commitIndex),
+    members: ordinals(wire.members),
+    inSync: ordinals(wire.inSync),
+    leaseValid: wire.leaseValid === true,
+    snapshotting: wire.snapshotting === true,
+    waitingReason: text(wire.waitingReason),
+    followers: Array.isArray(wire.followers) ? wire.followers.map(toFollowerStatus) : [],
+    clientAddress: text(wire.clientAddress),
+    snapshotSeconds: count(wire.snapshotSeconds),
+    snapshotBytesReceived: count(wire.snapshotBytesReceived),
+    snapshotBytesTotal: count(wire.snapshotBytesTotal),
+  };
 }
 
 /** Reads one numeric field of a response, such as `deletedCount`. */

@@ -10,6 +10,7 @@ import { runCommand } from './cli-context.js';
 import { addListenCommand } from './listen-command.js';
 import { addMessageCommands } from './message-commands.js';
 import { addServerCommand } from './server-command.js';
+import { addStatusCommand } from './status-command.js';
 import { addUsersCommand } from './users-command.js';
 
 const HELP_FOOTER = `
@@ -55,6 +56,7 @@ export function buildProgram(): Command {
   addMessageCommands(program);
   addListenCommand(program);
   addChatCommand(program);
+  addStatusCommand(program);
 
   program
     // Commander adds `help <command>` by itself only to a program without an action of its own.

@@ -429,6 +429,25 @@ export class NetnsCluster {
     );
   }
 
+  /**
+   * Waits until the leader's in-sync set is exactly `members`, without waiting for the replicas to hold the
+   * same log (writes may go on); resolves with the leader's ordinal.
+   */
+  async waitForInSyncSet(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<number> {
+    const expected = JSON.stringify([...members].sort((a, b) => a - b));
+    let last = '';
+    return pollUntil(
+      () => `the leader's in-sync set is ${expected}; last seen: ${last}`,
+      async () => {
+        const statuses = await this.statuses(this.live());
+        last = NetnsCluster.summarise(statuses);
+        const leader = [...statuses.values()].find((status) => status?.role === 'leader');
+        return leader !== undefined && JSON.stringify(leader.inSync) === expected ? leader.ordinal : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
   /** GET /readyz of replica i: its HTTP status and body. */
   async readyz(index: number): Promise<{ status: number; body: string }> {
     const response = await fetch(`http://${this.hosts.address(index)}:${METRICS_PORT}/readyz`, {

@@ -1,0 +1,186 @@
+// Measures how long a new, empty replica takes to join a replica that already holds N messages: from the
+// joiner's start until the leader reports it in sync (it bootstraps from a snapshot, then catches up), with
+// the joiner's peak memory and the database's size. Real processes on loopback, plaintext, free ports.
+//
+//   npm run build && node bench/bootstrap-join.mjs [messages=100000] [bodyBytes=100]
+//
+// Replica 0's database is built offline (it would take far too long to send N messages): initializeCluster,
+// a configuration entry (members 0 and 1, in-sync set {0}), accounts alice and bob, then N messages from alice
+// to bob, all in epoch 1024 (counter 1, ordinal 0) and in one transaction, as the protocol would have logged
+// them. Replica 0 then starts, elects itself (it is the whole in-sync set), and replica 1 starts empty.
+// Prints one JSON line: {messages, databaseBytes, bootstrapSeconds, joinerPeakRssMegabytes, ...}.
+import * as grpc from '@grpc/grpc-js';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { hashPassword } from '../dist/api/password-hashing.js';
+import { chatServiceClientConstructor } from '../dist/api/proto.js';
+import { ReplicaStore } from '../dist/storage/replica-store.js';
+
+const messages = Number(process.argv[2] ?? 100_000);
+const bodyBytes = Number(process.argv[3] ?? 100);
+if (!Number.isSafeInteger(messages) || messages < 1 || !Number.isSafeInteger(bodyBytes) || bodyBytes < 1) {
+  console.error('usage: node bench/bootstrap-join.mjs [messages] [bodyBytes]');
+  process.exit(2);
+}
+const CLI_PATH = new URL('../dist/cli/main.js', import.meta.url).pathname;
+const EPOCH = 1 * 1024 + 0;
+/** How long either phase may take before the benchmark gives up: a large database takes minutes. */
+const PHASE_TIMEOUT_MS = 30 * 60 * 1000;
+
+/** A port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function log(text) {
+  process.stderr.write(`[bootstrap-join] ${text}\n`);
+}
+
+/** Builds replica 0's database; see the comment at the top. */
+async function seed(path, members) {
+  const hashes = { alice: await hashPassword('password-for-alice'), bob: await hashPassword('password-for-bob') };
+  const body = 'x'.repeat(bodyBytes);
+  const store = ReplicaStore.open(path);
+  // Timestamps never run backwards and end about now, so that the cluster's next ones follow on.
+  let timestampMs = Date.now() - messages - 10;
+  const next = () => (timestampMs += 1);
+  try {
+    store.database.transaction(() => {
+      store.appendAndApply(EPOCH, { kind: 'initializeCluster', clusterId: 'bench', sessionSecretHex: 'ab'.repeat(32), timestampMs: next() });
+      store.appendAndApply(EPOCH, { kind: 'configuration', configuration: { members, inSync: [0] }, timestampMs: next() });
+      for (const username of ['alice', 'bob']) {
+        store.appendAndApply(EPOCH, {
+          kind: 'createAccount', requestId: `seed-account-${username}`, principal: `user:${username}`,
+          fingerprint: `seed-account-${username}`, timestampMs: next(), username, passwordHash: hashes[username],
+        });
+      }
+      for (let n = 0; n < messages; n += 1) {
+        store.appendAndApply(EPOCH, {
+          kind: 'sendMessage', requestId: `seed-message-${n}`, principal: `session:${'0'.repeat(32)}`,
+          fingerprint: `seed-message-${n}`, timestampMs: next(), messageId: `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`,
+          sender: 'alice', recipient: 'bob', body: `${n} ${body}`.slice(0, bodyBytes), instant: false,
+        });
+      }
+    })();
+  } finally {
+    store.close();
+  }
+}
+
+/** Starts one replica; its JSON log lines are kept for the snapshot's own timing. */
+function startReplica(ordinal, ports, directory) {
+  const peers = ports.map((port, index) => `${index}=127.0.0.1:${port.peer}`).join(',');
+  const child = spawn(process.execPath, [
+    CLI_PATH, 'server', '--ordinal', String(ordinal), '--peers', peers,
+    '--data-dir', join(directory, `replica-${ordinal}`),
+    '--listen', `127.0.0.1:${ports[ordinal].client}`, '--peer-listen', `127.0.0.1:${ports[ordinal].peer}`,
+    '--metrics-listen', '127.0.0.1:0', '--insecure',
+  ], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = [];
+  let buffered = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      try {
+        lines.push(JSON.parse(buffered.slice(0, newline)));
+      } catch {
+        // Not a log line.
+      }
+      buffered = buffered.slice(newline + 1);
+    }
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  return { child, lines, exited };
+}
+
+const Client = chatServiceClientConstructor();
+function replicaStatus(client) {
+  return new Promise((resolve) => {
+    client.GetReplicaStatus({}, new grpc.Metadata(), { deadline: Date.now() + 1000 }, (error, response) =>
+      resolve(error ? undefined : response),
+    );
+  });
+}
+
+/** Polls `condition` every 20 ms until it returns a value; fails after `timeoutMs`. */
+async function pollUntil(description, condition, timeoutMs = PHASE_TIMEOUT_MS) {
+  const giveUpAt = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() > giveUpAt) throw new Error(`timed out waiting until ${description}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Peak resident memory of a process in MiB, from the kernel's high-water mark. */
+function peakRssMegabytes(pid) {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((candidate) => candidate.startsWith('VmHWM:'));
+  return Math.round(Number(line.split(/\s+/)[1]) / 1024);
+}
+
+const directory = mkdtempSync(join(tmpdir(), 'replichat-bootstrap-'));
+const replicas = [];
+const clients = [];
+try {
+  const ports = [];
+  for (let ordinal = 0; ordinal < 2; ordinal += 1) ports.push({ client: await freePort(), peer: await freePort() });
+  const members = ports.map((port, ordinal) => ({ ordinal, address: `127.0.0.1:${port.peer}` }));
+  const databasePath = join(directory, 'replica-0', 'replichat.sqlite');
+
+  const seedStartedAtMs = performance.now();
+  await seed(databasePath, members);
+  const seedSeconds = (performance.now() - seedStartedAtMs) / 1000;
+  const databaseBytes = statSync(databasePath).size;
+  log(`seeded ${messages} messages in ${seedSeconds.toFixed(1)} s: ${(databaseBytes / 2 ** 20).toFixed(1)} MiB`);
+
+  replicas.push(startReplica(0, ports, directory));
+  const leaderClient = new Client(`127.0.0.1:${ports[0].client}`, grpc.credentials.createInsecure());
+  clients.push(leaderClient);
+  const leaderStartedAtMs = performance.now();
+  await pollUntil('replica 0 leads', async () => (await replicaStatus(leaderClient))?.role === 'leader');
+  const leaderSeconds = (performance.now() - leaderStartedAtMs) / 1000;
+  log(`replica 0 leads ${leaderSeconds.toFixed(1)} s after its start`);
+
+  const joinStartedAtMs = performance.now();
+  replicas.push(startReplica(1, ports, directory));
+  await pollUntil('the leader reports replica 1 in sync', async () => (await replicaStatus(leaderClient))?.inSync?.includes(1));
+  const bootstrapSeconds = (performance.now() - joinStartedAtMs) / 1000;
+  const joinerPeakRssMegabytes = peakRssMegabytes(replicas[1].child.pid);
+  const leaderPeakRssMegabytes = peakRssMegabytes(replicas[0].child.pid);
+  const installed = replicas[1].lines.find((line) => line.msg === 'installed a snapshot');
+  const snapshots = replicas[1].lines.filter((line) => line.msg === 'installed a snapshot').length;
+  console.log(
+    JSON.stringify({
+      messages,
+      databaseBytes,
+      bootstrapSeconds: Number(bootstrapSeconds.toFixed(2)),
+      joinerPeakRssMegabytes,
+      // For reading the figures above: how they came about.
+      bodyBytes,
+      seedSeconds: Number(seedSeconds.toFixed(1)),
+      leaderElectedSeconds: Number(leaderSeconds.toFixed(2)),
+      snapshotInstallSeconds: installed === undefined ? null : Number(installed.durationSeconds.toFixed(2)),
+      snapshotsInstalled: snapshots,
+      leaderPeakRssMegabytes,
+    }),
+  );
+} finally {
+  for (const client of clients) client.close();
+  for (const replica of replicas) if (replica.child.exitCode === null) replica.child.kill('SIGTERM');
+  await Promise.all(replicas.map((replica) => replica.exited));
+  rmSync(directory, { recursive: true, force: true });
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Starts a 3-replica cluster on three network namespaces ("three machines", each with its own address and
+# the DNS names chat-N.chat-peers), as root, and tears everything down on Ctrl-C:
+#   sudo bash scripts/netns-cluster.sh            # after npm run build
+#   REPLICAS=5 sudo bash scripts/netns-cluster.sh
+# Replicas find each other by name (chat-N.chat-peers:50052), exactly as StatefulSet pods do; clients in
+# the root namespace reach them at the printed addresses (port 50051, TLS from a throwaway CA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+replicas=${REPLICAS:-3}
+prefix=${NETNS_PREFIX:-rcdemo}
+root=${CLUSTER_DIR:-.netns-cluster}
+mkdir -p "$root"
+
+bash scripts/netns-hosts.sh up "$prefix" "$replicas" >/dev/null
+addresses=()
+names=()
+for ((i = 0; i < replicas; i++)); do
+  addresses+=("$(bash scripts/netns-hosts.sh address "$prefix" "$i")")
+  names+=("chat-$i.chat-peers")
+done
+[ -f "$root/certs/ca.pem" ] || bash scripts/make-dev-certs.sh "$root/certs" "${names[@]}" "${addresses[@]}" >/dev/null
+
+peers=""
+servers=""
+for ((i = 0; i < replicas; i++)); do
+  peers+="${peers:+,}$i=chat-$i.chat-peers:50052"
+  servers+="${servers:+,}${addresses[$i]}:50051"
+done
+
+pids=()
+stop() {
+  trap - EXIT
+  echo "stopping the cluster and removing the namespaces"
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  bash scripts/netns-hosts.sh down "$prefix"
+}
+trap stop EXIT
+
+for ((i = 0; i < replicas; i++)); do
+  bash scripts/netns-hosts.sh exec "$prefix" "$i" -- node dist/cli/main.js server \
+    --ordinal "$i" --peers "$peers" --data-dir "$root/replica-$i" \
+    --listen 0.0.0.0:50051 --peer-listen 0.0.0.0:50052 --metrics-listen 0.0.0.0:9100 \
+    --advertise-address "${addresses[$i]}:50051" \
+    --tls-cert "$root/certs/server.pem" --tls-key "$root/certs/server-key.pem" \
+    >"$root/replica-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+cat <<TEXT
+replichat: $replicas replicas on network namespaces $prefix-0 .. $prefix-$((replicas - 1)) (logs in $root/).
+  export REPLICHAT_SERVERS=$servers REPLICHAT_CA_CERT=$(realpath "$root/certs/ca.pem")
+  node dist/cli/main.js status
+Metrics: http://${addresses[0]}:9100/metrics (and the other addresses). Ctrl-C stops everything.
+TEXT
+wait
