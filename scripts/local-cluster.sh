@@ -2,6 +2,7 @@
 # Starts a local 3-replica cluster on loopback, with TLS from a throwaway CA, and stops it on Ctrl-C.
 #   npm run cluster:local            # data and logs in .local-cluster/
 #   REPLICAS=5 npm run cluster:local # another size
+#   REPLICHAT_ADMIN_TOKEN=... npm run cluster:local   # enables `replichat member remove`
 # Client ports 50051, 50061, 50071 …; peer ports 50052, 50062 …; metrics 9101, 9102 ….
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ for ((i = 0; i < replicas; i++)); do
     --peer-listen "127.0.0.1:$((50052 + 10 * i))" \
     --metrics-listen "127.0.0.1:$((9101 + i))" \
     --tls-cert "$root/certs/server.pem" --tls-key "$root/certs/server-key.pem" \
+    ${REPLICHAT_ADMIN_TOKEN:+--admin-token "$REPLICHAT_ADMIN_TOKEN"} \
     >"$root/replica-$i.log" 2>&1 &
   pids+=($!)
 done

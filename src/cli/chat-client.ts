@@ -87,7 +87,8 @@ type ChatMethod =
   | 'ListHistory'
   | 'DeleteMessages'
   | 'DeleteAccount'
-  | 'GetReplicaStatus';
+  | 'GetReplicaStatus'
+  | 'RemoveMember';
 
 type UnaryMethod = (
   request: object,
@@ -265,6 +266,15 @@ export class ChatClient {
    * once, without following a leader hint or trying another server: the point is to hear what this one
    * replica says about itself, and a replica that does not answer is itself the news.
    */
+  /**
+   * Operator only: asks the leader to remove a member. The client's session token must be the servers'
+   * admin token. Not a logged write (it carries no request id): removing a member twice is refused with
+   * FAILED_PRECONDITION, which the caller can read as "already gone".
+   */
+  async removeMember(ordinal: number): Promise<void> {
+    await this.callWithFailover('RemoveMember', { ordinal }, true);
+  }
+
   async replicaStatus(address: string, options: { deadlineMs?: number } = {}): Promise<ReplicaStatus> {
     if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
     try {

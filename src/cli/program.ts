@@ -8,6 +8,7 @@ import { addAccountCommands } from './account-commands.js';
 import { addChatCommand, runChatCommand } from './chat-command.js';
 import { runCommand } from './cli-context.js';
 import { addListenCommand } from './listen-command.js';
+import { addMemberCommand } from './member-command.js';
 import { addMessageCommands } from './message-commands.js';
 import { addServerCommand } from './server-command.js';
 import { addStatusCommand } from './status-command.js';
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   addMessageCommands(program);
   addListenCommand(program);
   addChatCommand(program);
+  addMemberCommand(program);
   addStatusCommand(program);
 
   program

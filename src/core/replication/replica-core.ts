@@ -461,6 +461,21 @@ export class ReplicaCore {
     }
     fresh.set(this.ordinal, this.myStatus(false, null));
 
+    let newest: StatusMessage | undefined;
+    for (const status of fresh.values()) {
+      if (status.configuration === null) continue;
+      if (newest === undefined || compareLogPositions(status, newest) > 0) newest = status;
+    }
+    const member = (status: StatusMessage): boolean =>
+      status.configuration!.members.some((candidate) => candidate.ordinal === this.ordinal);
+    if (this.configuration === null && newest !== undefined && !member(newest)) {
+      this.waitingReason = `asking the leader to let replica ${this.ordinal} join the cluster`;
+      return;
+    } else if (newest !== undefined && !member(newest)) {
+      this.waitingReason =
+        'this replica is not a member of the newest configuration (it was removed): wipe its data directory to join again';
+      return;
+    }
     for (const status of fresh.values()) {
       if (status.from !== this.ordinal && status.leaderOrdinal !== null && status.epoch >= this.currentEpoch) {
         this.waitingReason = `replica ${status.from} still follows leader ${status.leaderOrdinal}`;
@@ -476,18 +491,8 @@ export class ReplicaCore {
 
     if (this.configuration === null && this.history.lastIndex === 0) return this.tryBootstrap(fresh);
 
-    let newest: StatusMessage | undefined;
-    for (const status of fresh.values()) {
-      if (status.configuration === null) continue;
-      if (newest === undefined || compareLogPositions(status, newest) > 0) newest = status;
-    }
     if (newest === undefined) {
       this.waitingReason = 'no replica with a configuration is visible';
-      return;
-    }
-    if (!newest.configuration!.members.some((member) => member.ordinal === this.ordinal)) {
-      this.waitingReason =
-        'this replica is not a member of the newest configuration (it was removed): wipe its data directory to join again';
       return;
     }
     const inSyncSet = newest.configuration!.inSync;
