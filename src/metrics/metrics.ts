@@ -37,6 +37,8 @@ export class ReplicaMetrics {
   private readonly snapshotsInstalled: Counter;
   private readonly snapshotSeconds: Histogram;
   private readonly replicationRoundTrip: Histogram;
+  private readonly snapshotsServed: Counter<'outcome'>;
+  private readonly snapshotBytesServed: Counter;
 
   constructor(sources: MetricSources) {
     collectDefaultMetrics({ register: this.registry });
@@ -144,6 +146,17 @@ export class ReplicaMetrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [this.registry],
     });
+    this.snapshotsServed = new Counter({
+      name: 'replichat_snapshots_served_total',
+      help: 'Snapshots this replica sent to others, by outcome (sent, cancelled, failed).',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+    });
+    this.snapshotBytesServed = new Counter({
+      name: 'replichat_snapshot_bytes_served_total',
+      help: 'Bytes of snapshots this replica sent whole.',
+      registers: [this.registry],
+    });
     new Gauge({
       name: 'replichat_subscribers',
       help: 'Open Subscribe streams on this replica.',
@@ -161,6 +174,11 @@ export class ReplicaMetrics {
   onSnapshotInstalled(durationSeconds: number): void {
     this.snapshotsInstalled.inc();
     this.snapshotSeconds.observe(durationSeconds);
+  }
+
+  onSnapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void {
+    this.snapshotsServed.inc({ outcome });
+    if (outcome === 'sent') this.snapshotBytesServed.inc(sizeBytes);
   }
 
   onReplicationRoundTrip(durationSeconds: number): void {

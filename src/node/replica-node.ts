@@ -39,6 +39,7 @@ export interface ReplicaObserver {
   onElection(): void;
   onSnapshotInstalled(durationSeconds: number): void;
   onReplicationRoundTrip(durationSeconds: number): void;
+  onSnapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void;
 }
 
 export interface ReplicaNodeOptions {
@@ -472,6 +473,11 @@ export class ReplicaNode implements WritePath {
     this.carryOut();
     if (refusal !== undefined) throw new FailedPreconditionError(refusal);
     this.logger.info({ ordinal }, 'removing a member at an operator\'s request');
+  }
+
+  snapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void {
+    this.observer.onSnapshotServed(outcome, sizeBytes);
+    this.logger.info({ outcome, sizeBytes }, 'served a snapshot');
   }
 
   statusJson(): string {

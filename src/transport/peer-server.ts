@@ -15,6 +15,8 @@ export interface PeerHandler {
   /** The replica's current epoch; a snapshot request from a newer epoch is refused (we are stale). */
   currentEpoch(): number;
   createSnapshot(): Promise<SnapshotFile>;
+  /** A snapshot was served: sent whole, cancelled by the receiver, or failed. */
+  snapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void;
   statusJson(): string;
 }
 
@@ -75,7 +77,10 @@ export function peerServiceHandlers(clusterName: string, handler: PeerHandler): 
       snapshotsInProgress += 1;
       handler
         .createSnapshot()
-        .then((snapshot) => serveSnapshot(call, snapshot, { removeWhenDone: true }))
+        .then(async (snapshot) => {
+          const outcome = await serveSnapshot(call, snapshot, { removeWhenDone: true });
+          handler.snapshotServed(outcome, snapshot.sizeBytes);
+        })
         .catch((error: unknown) => {
           call.emit('error', { code: grpc.status.UNAVAILABLE, details: `taking a snapshot failed: ${String(error)}` });
         })
