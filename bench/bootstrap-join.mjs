@@ -11,7 +11,7 @@
 // Prints one JSON line: {messages, databaseBytes, bootstrapSeconds, joinerPeakRssMegabytes, ...}.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,8 +89,10 @@ function startReplica(ordinal, ports, directory) {
   ], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = [];
   let buffered = '';
+  const logFile = createWriteStream(join(directory, `replica-${ordinal}.log`));
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk) => {
+    logFile.write(chunk);
     buffered += chunk;
     let newline;
     while ((newline = buffered.indexOf('\n')) >= 0) {
@@ -119,6 +121,8 @@ function replicaStatus(client) {
 async function pollUntil(description, condition, timeoutMs = PHASE_TIMEOUT_MS) {
   const giveUpAt = Date.now() + timeoutMs;
   for (;;) {
+    const exited = replicas.find((replica) => replica.child.exitCode !== null || replica.child.signalCode !== null);
+    if (exited !== undefined) throw new Error(`a replica exited (${exited.child.exitCode ?? exited.child.signalCode}) before ${description}`);
     const value = await condition();
     if (value) return value;
     if (Date.now() > giveUpAt) throw new Error(`timed out waiting until ${description}`);
@@ -137,7 +141,14 @@ const replicas = [];
 const clients = [];
 try {
   const ports = [];
-  for (let ordinal = 0; ordinal < 2; ordinal += 1) ports.push({ client: await freePort(), peer: await freePort() });
+  const taken = new Set();
+  const distinctFreePort = async () => {
+    for (;;) {
+      const port = await freePort();
+      if (!taken.has(port)) return taken.add(port), port;
+    }
+  };
+  for (let ordinal = 0; ordinal < 2; ordinal += 1) ports.push({ client: await distinctFreePort(), peer: await distinctFreePort() });
   const members = ports.map((port, ordinal) => ({ ordinal, address: `127.0.0.1:${port.peer}` }));
   const databasePath = join(directory, 'replica-0', 'replichat.sqlite');
 
@@ -157,7 +168,25 @@ try {
 
   const joinStartedAtMs = performance.now();
   replicas.push(startReplica(1, ports, directory));
-  await pollUntil('the leader reports replica 1 in sync', async () => (await replicaStatus(leaderClient))?.inSync?.includes(1));
+  const joinerClient = new Client(`127.0.0.1:${ports[1].client}`, grpc.credentials.createInsecure());
+  clients.push(joinerClient);
+  let lastReportAtMs = performance.now();
+  await pollUntil('the leader reports replica 1 in sync', async () => {
+    const leader = await replicaStatus(leaderClient);
+    if (leader?.inSync?.includes(1)) return true;
+    if (performance.now() - lastReportAtMs > 10_000) {
+      // A long run says where it is, so that a stall is told apart from slowness.
+      lastReportAtMs = performance.now();
+      const joiner = await replicaStatus(joinerClient);
+      const follower = leader?.followers?.find((candidate) => candidate.ordinal === 1);
+      log(
+        `${((lastReportAtMs - joinStartedAtMs) / 1000).toFixed(0)} s: leader last index ${leader?.lastIndex}, ` +
+          `joiner match index ${follower?.matchIndex}, joiner snapshotting ${joiner?.snapshotting} ` +
+          `(${joiner?.snapshotBytesReceived} of ${joiner?.snapshotBytesTotal} bytes)`,
+      );
+    }
+    return false;
+  });
   const bootstrapSeconds = (performance.now() - joinStartedAtMs) / 1000;
   const joinerPeakRssMegabytes = peakRssMegabytes(replicas[1].child.pid);
   const leaderPeakRssMegabytes = peakRssMegabytes(replicas[0].child.pid);
@@ -182,5 +211,6 @@ try {
   for (const client of clients) client.close();
   for (const replica of replicas) if (replica.child.exitCode === null) replica.child.kill('SIGTERM');
   await Promise.all(replicas.map((replica) => replica.exited));
-  rmSync(directory, { recursive: true, force: true });
+  if (process.env.BENCH_KEEP === '1') log(`kept ${directory}`);
+  else rmSync(directory, { recursive: true, force: true });
 }

@@ -50,6 +50,28 @@ function note(text: string): void {
   process.stderr.write(`[replication-netns] ${text}\n`);
 }
 
+/**
+ * Every ChatClient a test makes, so that a failing test, which never reaches its own close(), still ends its
+ * send loops and connections (an open client would keep retrying and keep jest from exiting).
+ */
+const openClients = new Set<ChatClient>();
+
+function newClient(options: ConstructorParameters<typeof ChatClient>[0]): ChatClient {
+  const client = new ChatClient(options);
+  openClients.add(client);
+  return client;
+}
+
+/** Senders whose loops may still run; stop() removes them. */
+const runningSenders = new Set<Senders>();
+
+function closeAllClients(): void {
+  for (const senders of runningSenders) senders.abort();
+  runningSenders.clear();
+  for (const client of openClients) client.close();
+  openClients.clear();
+}
+
 interface Acknowledged {
   readonly id: string;
   readonly body: string;
@@ -74,12 +96,13 @@ class Senders {
     servers: readonly string[],
     sessionToken: string,
     label: string,
-    clientOptions: readonly { deadlineMs?: number }[],
+    clientOptions: readonly { deadlineMs?: number; maxAttempts?: number }[],
   ) {
     this.clients = clientOptions.map(
-      (options) => new ChatClient({ servers, tls: 'insecure', sessionToken, ...options }),
+      (options) => newClient({ servers, tls: 'insecure', sessionToken, ...options }),
     );
     this.loops = this.clients.map((client, number) => this.loop(client, `${label}-${number}`));
+    runningSenders.add(this);
   }
 
   private async loop(client: ChatClient, label: string): Promise<void> {
@@ -115,12 +138,19 @@ class Senders {
     this.running = false;
     await Promise.all(this.loops);
     for (const client of this.clients) client.close();
+    runningSenders.delete(this);
+  }
+
+  /** Ends the loops at once, for a test that failed before stop(). */
+  abort(): void {
+    this.running = false;
+    for (const client of this.clients) client.close();
   }
 }
 
 /** Creates alice and bob and logs both in; resolves with their session tokens. */
 async function setUpUsers(cluster: NetnsCluster): Promise<{ alice: string; bob: string }> {
-  const client = new ChatClient({ servers: cluster.clientServers(), tls: 'insecure' });
+  const client = newClient({ servers: cluster.clientServers(), tls: 'insecure' });
   try {
     await client.createAccount('alice', PASSWORD);
     await client.createAccount('bob', PASSWORD);
@@ -134,7 +164,7 @@ async function setUpUsers(cluster: NetnsCluster): Promise<{ alice: string; bob: 
 
 /** Every message alice sent, read through the cluster (her history, paged), by id. */
 async function readSentMessages(cluster: NetnsCluster, aliceToken: string): Promise<Map<string, ChatMessage>> {
-  const client = new ChatClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: aliceToken });
+  const client = newClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: aliceToken });
   const messages = new Map<string, ChatMessage>();
   try {
     let pageToken = '';
@@ -215,6 +245,8 @@ describeWithNetns('replication across simulated machines', () => {
   }
 
   afterEach(async () => {
+    // Closing a client fails its calls with CANCELLED, which ends any send loop still running.
+    closeAllClients();
     await cluster?.destroy();
     cluster = undefined;
   });
@@ -228,7 +260,7 @@ describeWithNetns('replication across simulated machines', () => {
     const killedAtMs = performance.now();
     await cluster.kill(leader);
     // A write begun after the kill can only be acknowledged by a new leader.
-    const probe = new ChatClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: alice });
+    const probe = newClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: alice });
     const probeMessage = await probe.sendMessage('bob', 'probe after the kill');
     const probeAckedAtMs = performance.now();
     probe.close();
@@ -298,7 +330,10 @@ describeWithNetns('replication across simulated machines', () => {
   scenario('3. the whole cluster is SIGKILLed while clients send and restarted: every acknowledged message is there', async () => {
     const { cluster } = await startCluster();
     const { alice } = await setUpUsers(cluster);
-    const senders = new Senders(cluster.clientServers(), alice, 'three', [{}, {}, {}]);
+    // The whole cluster is down for a restart and an election: a call may refuse to connect many times in a
+    // row, so its attempts are bounded by the client's 15 s retry budget rather than the default 10 attempts.
+    const patient = { maxAttempts: 1000 };
+    const senders = new Senders(cluster.clientServers(), alice, 'three', [patient, patient, patient]);
     await senders.awaitAcknowledgedAfter(0, 60);
     await cluster.killTogether(cluster.ordinals);
     const killedAtMs = performance.now();
@@ -324,7 +359,7 @@ describeWithNetns('replication across simulated machines', () => {
   scenario('4. 0 and 1 restarted without 2, which alone holds acknowledged writes, elect no leader until 2 is back', async () => {
     const { cluster } = await startCluster();
     const { alice } = await setUpUsers(cluster);
-    const client = new ChatClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: alice });
+    const client = newClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: alice });
     const acknowledged: Acknowledged[] = [];
     const send = async (body: string): Promise<void> => {
       const message = await client.sendMessage('bob', body);
@@ -368,7 +403,7 @@ describeWithNetns('replication across simulated machines', () => {
     }
     // No leader, however long they wait: watched for many election timeouts (250 ms each), and a client's
     // write is refused rather than acknowledged.
-    const refusing = new ChatClient({
+    const refusing = newClient({
       servers: [cluster.clientAddress(0), cluster.clientAddress(1)],
       tls: 'insecure',
       sessionToken: alice,
@@ -446,7 +481,7 @@ describeWithNetns('replication across simulated machines', () => {
     const deliveries = new Map<string, number>();
     const subscriptionEnds: string[] = [];
     const acknowledgeFailures: string[] = [];
-    const subscriber = new ChatClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: bob });
+    const subscriber = newClient({ servers: cluster.clientServers(), tls: 'insecure', sessionToken: bob });
     const subscription = subscriber.subscribe(
       { includeQueued: true },
       (message) => {

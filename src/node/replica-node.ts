@@ -260,7 +260,9 @@ export class ReplicaNode implements WritePath {
 
   /** Says in the log, once per change, why no leader is being elected. */
   private reportWaiting(): void {
-    const reason = this.core.status().waitingReason;
+    const status = this.core.status();
+    // While a snapshot is installed the replica does not elect; an old reason would only be noise.
+    const reason = status.snapshotting ? null : status.waitingReason;
     if (reason === this.lastWaitingReason) return;
     this.lastWaitingReason = reason;
     if (reason !== null && !reason.startsWith('gathering')) this.logger.warn({ reason }, 'no leader yet');

@@ -116,6 +116,7 @@ export class ClusterSimulation {
   private readonly initialCount: number;
   private joinerStarted = false;
   private removalsRequested = 0;
+  private readonly removalTargets = new Set<number>();
   private incarnations = 0;
   private faultsActive = true;
   private dropProbability: number;
@@ -274,7 +275,10 @@ export class ClusterSimulation {
       const ordinal = this.random.pick(members).ordinal;
       const refusal = leader.core!.requestRemoval(ordinal, this.localTime(leader));
       this.trace(`operator removes ${ordinal} via leader ${leader.ordinal}: ${refusal ?? 'accepted'}`);
-      if (refusal === undefined) this.removalsRequested += 1;
+      if (refusal === undefined) {
+        this.removalsRequested += 1;
+        this.removalTargets.add(ordinal);
+      }
       this.carryOut(leader);
     }
   }
@@ -377,6 +381,8 @@ export class ClusterSimulation {
   }
 
   private send(from: SimulatedReplica, outgoing: Outgoing): void {
+    // As in the driver, a message goes only where the core knows an address for.
+    if (from.core?.memberAddress(outgoing.to) === undefined) return;
     let message = outgoing.message;
     if (message.type === 'append' && message.entryRange !== undefined) {
       const entries = from.log.slice(message.entryRange.fromIndex - 1, message.entryRange.toIndex);
@@ -560,6 +566,16 @@ export class ClusterSimulation {
     const digest = this.digestAt(leader, leader.log.length);
     const configuration = leader.core!.status().configuration!;
     const members = this.replicas.filter((replica) => configuration.members.some((member) => member.ordinal === replica.ordinal));
+    // A replica that started to join must have joined, unless an operator removed it.
+    const joiner = this.replicas[this.initialCount];
+    if (
+      this.joinerStarted &&
+      joiner !== undefined &&
+      !this.removalTargets.has(joiner.ordinal) &&
+      !members.includes(joiner)
+    ) {
+      return false;
+    }
     return (
       members.every(
         (replica) => replica.log.length === leader.log.length && this.digestAt(replica, replica.log.length) === digest,

@@ -65,6 +65,8 @@ export interface StatusMessage {
   readonly leaseValid: boolean;
   /** The leader the sender currently follows, if any. */
   readonly leaderOrdinal: number | null;
+  /** The sender's peer address, so that a leader can answer a replica that is not a member yet. */
+  readonly address: string | null;
   /** Whether the receiver should answer with its own status. */
   readonly replyWanted: boolean;
   /** The sender's clock when it sent this. */

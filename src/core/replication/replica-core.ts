@@ -154,6 +154,9 @@ export class ReplicaCore {
   /** Set when this leader removed itself: it steps down once the removal is committed. */
   private leavingAtIndex: number | null = null;
 
+  /** Addresses of replicas that are not members yet (joiners), learned from their own messages. */
+  private readonly learnedAddresses = new Map<number, string>();
+
   private output: CoreOutput = ReplicaCore.emptyOutput(0);
 
   constructor(
@@ -215,7 +218,8 @@ export class ReplicaCore {
   memberAddress(ordinal: number): string | undefined {
     return (
       this.configuration?.members.find((member) => member.ordinal === ordinal)?.address ??
-      this.peers.find((member) => member.ordinal === ordinal)?.address
+      this.peers.find((member) => member.ordinal === ordinal)?.address ??
+      this.learnedAddresses.get(ordinal)
     );
   }
 
@@ -401,6 +405,7 @@ export class ReplicaCore {
       configuration: this.configuration,
       leaseValid: this.leaseValid(),
       leaderOrdinal: this.role === 'leader' ? this.ordinal : this.leaderOrdinal,
+      address: this.memberAddress(this.ordinal) ?? null,
       replyWanted,
       sentAtMs: this.nowMs,
       askedAtMs,
@@ -422,6 +427,7 @@ export class ReplicaCore {
   }
 
   private onStatus(status: StatusMessage): void {
+    if (status.address !== null) this.rememberAddress(status.from, status.address);
     // Only answers to this replica's own questions count for an election: a status that was merely
     // delayed could describe a replica as it was long ago, before it led and acknowledged writes.
     if (status.askedAtMs !== null) {
@@ -641,6 +647,7 @@ export class ReplicaCore {
 
   /** A new replica asks to become a member: it is added, not in sync; it catches up from a snapshot. */
   private onJoin(message: JoinMessage): void {
+    this.rememberAddress(message.from, message.address);
     if (this.role !== 'leader') return;
     const configuration = this.configuration!;
     if (configuration.members.some((member) => member.ordinal === message.from)) return;
@@ -653,6 +660,12 @@ export class ReplicaCore {
       }),
     });
     this.sendAppends();
+  }
+
+  /** Keeps a bounded number of learned addresses: one per ordinal, and ordinals are bounded by the config. */
+  private rememberAddress(ordinal: number, address: string): void {
+    if (this.learnedAddresses.size >= 1024 && !this.learnedAddresses.has(ordinal)) return;
+    this.learnedAddresses.set(ordinal, address);
   }
 
   /** Accepts a newer epoch: persisted first, and a leader stops leading. */
