@@ -63,8 +63,8 @@ const SOLE_SURVIVOR_LIMIT_MS = 5000;
  */
 const AFTER_REMOVAL_CALL_LIMIT_MS = 1000;
 /** Enough messages, with large enough bodies, that a snapshot takes a noticeable time to transfer (test d). */
-const SEEDED_MESSAGES = 30_000;
-const SEEDED_BODY_BYTES = 1000;
+const SEEDED_MESSAGES = 40_000;
+const SEEDED_BODY_BYTES = 100;
 const ADMIN_TOKEN = 'membership-test-admin-token';
 const REMOVED = /removed/;
 
@@ -90,12 +90,11 @@ async function expectAllReadable(servers: readonly string[], aliceToken: string,
   expect(acknowledged.filter((ack) => stored.get(ack.id) !== ack.body).map((ack) => ack.body)).toEqual([]);
 }
 
-/** Stops the given replicas cleanly, then checks that their files hold equal state digests; returns them. */
-async function stopAndCompareDigests(cluster: MembershipCluster, indexes: readonly number[]): Promise<string[]> {
+/** Stops every running replica cleanly, then checks that the files of `indexes` hold equal state digests. */
+async function stopAndCompareDigests(cluster: MembershipCluster, indexes: readonly number[]): Promise<void> {
   await cluster.stopAll();
   const digests = indexes.map((index) => cluster.digest(index));
   expect(new Set(digests).size).toBe(1);
-  return digests;
 }
 
 describeWithNetns('membership across simulated machines', () => {
@@ -132,11 +131,9 @@ describeWithNetns('membership across simulated machines', () => {
     'a. a fourth replica joins under a steady stream of sends, bootstraps from a snapshot, becomes in-sync, and alone holds every acknowledged write',
     90_000,
     async (cluster) => {
-      const workaround = process.env.MEMBERSHIP_WORKAROUND === '1';
-      if (workaround) await seedDatabase(cluster.databasePath(0), { members: members(ORIGINAL, cluster), messageCount: 10 });
-      await Promise.all(ORIGINAL.map((index) => cluster.start(index, workaround ? ALL_FOUR : ORIGINAL)));
+      await Promise.all(ORIGINAL.map((index) => cluster.start(index, ORIGINAL)));
       await cluster.waitUntilCaughtUp(ORIGINAL);
-      const alice = await logInAlice(cluster.clientServers(ORIGINAL), !workaround);
+      const alice = await logInAlice(cluster.clientServers(ORIGINAL), true);
       stream = new SendStream(cluster.clientServers(ORIGINAL), alice, 'join', 4);
       // More than one append of entries, so that the joiner must bootstrap from a snapshot.
       await stream.awaitMore(ENTRIES_PER_APPEND + 100, 30_000);
@@ -168,8 +165,7 @@ describeWithNetns('membership across simulated machines', () => {
       );
 
       await cluster.waitUntilCaughtUp(ALL_FOUR);
-      const digests = await stopAndCompareDigests(cluster, ALL_FOUR);
-      expect(digests).toHaveLength(4);
+      await stopAndCompareDigests(cluster, ALL_FOUR);
 
       // All four restarted on their disks (the originals still knowing only each other statically): the
       // configuration in the log names the fourth, so they wait for it and take it back in sync.
@@ -205,9 +201,11 @@ describeWithNetns('membership across simulated machines', () => {
       // A seeded log longer than one append, so that an empty replica is sent a snapshot.
       await seedDatabase(cluster.databasePath(0), { members: members(ORIGINAL, cluster), messageCount: 2000 });
       await Promise.all(ORIGINAL.map((index) => cluster.start(index, ORIGINAL)));
-      const leader = (await cluster.waitUntilCaughtUp(ORIGINAL, 20_000)).ordinal;
+      // Replica 0 leads at once (the seeded in-sync set is {0}); 1 and 2 catch up from its snapshot while
+      // writes go on (writes also keep re-admission going; see test d).
       const alice = await logInAlice(cluster.clientServers(ORIGINAL), false);
       stream = new SendStream(cluster.clientServers(ORIGINAL), alice, 'wipe', 2);
+      const leader = (await cluster.waitForInSyncSet(ORIGINAL, 30_000)).ordinal;
       await stream.awaitMore(20);
 
       const wiped = ORIGINAL.find((index) => index !== leader)!;
@@ -310,8 +308,7 @@ describeWithNetns('membership across simulated machines', () => {
       const final = await cluster.waitUntilCaughtUp(remaining);
       expect(final.members).toEqual(remaining);
       expect(cluster.logs(removed).filter((line) => line.incarnation === 2 && line.msg === 'became the leader')).toEqual([]);
-      await cluster.stopAll();
-      expect(new Set(remaining.map((index) => cluster.digest(index))).size).toBe(1);
+      await stopAndCompareDigests(cluster, remaining);
     },
     3,
     ['--admin-token', ADMIN_TOKEN],
@@ -362,8 +359,7 @@ describeWithNetns('membership across simulated machines', () => {
       expect(former.role).toBe('follower');
       await expectAllReadable(cluster.clientServers(remaining), alice, acknowledged);
       await cluster.waitUntilCaughtUp(remaining);
-      await cluster.stopAll();
-      expect(new Set(remaining.map((index) => cluster.digest(index))).size).toBe(1);
+      await stopAndCompareDigests(cluster, remaining);
     },
     3,
     ['--admin-token', ADMIN_TOKEN],
@@ -379,10 +375,13 @@ describeWithNetns('membership across simulated machines', () => {
         bodyBytes: SEEDED_BODY_BYTES,
       });
       await Promise.all(ORIGINAL.map((index) => cluster.start(index, ORIGINAL)));
-      // 1 and 2 start empty and catch up from replica 0's snapshot.
-      const leader = (await cluster.waitUntilCaughtUp(ORIGINAL, 60_000)).ordinal;
+      // Replica 0 leads at once: it is the whole in-sync set of the seeded configuration.
       const alice = await logInAlice(cluster.clientServers(ORIGINAL), false);
+      // Writes go on from here to the end. (They also keep re-admission going: in a cluster without writes,
+      // a follower that has caught up can wait for ever to re-enter the in-sync set; see the report.)
       stream = new SendStream(cluster.clientServers(ORIGINAL), alice, 'transfer', 2);
+      // 1 and 2 start empty and catch up from replica 0's snapshot.
+      const leader = (await cluster.waitForInSyncSet(ORIGINAL, 60_000)).ordinal;
       await stream.awaitMore(10);
 
       await cluster.start(3, ALL_FOUR);
@@ -417,7 +416,7 @@ describeWithNetns('membership across simulated machines', () => {
       note(
         `d: seeded ${SEEDED_MESSAGES} messages (index ${seeded.lastIndex}) in ${seeded.seconds.toFixed(1)} s; killed leader ${leader} with ` +
           `${transferring.snapshotBytesReceived} of ${transferring.snapshotBytesTotal} snapshot bytes received by the joiner ` +
-          `(its fetch failed: ${JSON.stringify(failedFetch.err ?? '').slice(0, 120)}); new leader ${newLeader.ordinal}; ` +
+          `(its fetch failed: ${String((failedFetch.err as { message?: unknown } | undefined)?.message)}); new leader ${newLeader.ordinal}; ` +
           `joiner in sync ${inSyncAfterMs.toFixed(0)} ms after the kill, its snapshot installed in ` +
           `${Number(installed!.durationSeconds).toFixed(2)} s`,
       );

@@ -59,9 +59,14 @@ export interface ChatClientOptions {
   readonly maxAttempts?: number;
 }
 
-export const DEFAULT_DEADLINE_MS = 10_000;
+/**
+ * Each attempt gets 4 s: a healthy write takes milliseconds and a failover about 1.5 s, so a call still
+ * unanswered after 4 s is at a replica that cannot answer (a paused leader), and the next one is tried.
+ */
+export const DEFAULT_DEADLINE_MS = 4_000;
+/** The retry budget, not the attempt count, bounds a call: 15 s rides out several failovers. */
 export const DEFAULT_RETRY_BUDGET_MS = 15_000;
-export const DEFAULT_MAX_ATTEMPTS = 10;
+export const DEFAULT_MAX_ATTEMPTS = 100;
 
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // Pings find a server that vanished without closing the connection, which a subscription would

@@ -68,6 +68,7 @@ export class ReplicaNode implements WritePath {
   private readonly core: ReplicaCore;
   private readonly databasePath: string;
   private readonly leadershipLostListeners: (() => void)[] = [];
+  private authorityWaiters: { resolve: () => void; reject: (error: unknown) => void; timer: NodeJS.Timeout }[] = [];
   /** Client writes queued for the next batch. */
   private submitted: { command: ClientCommand; resolve: (result: CommandResult) => void; reject: (error: unknown) => void }[] =
     [];
@@ -108,6 +109,10 @@ export class ReplicaNode implements WritePath {
     if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
     const shuttingDown = new UnavailableError('the replica is shutting down');
     for (const item of this.submitted.splice(0)) item.reject(shuttingDown);
+    for (const waiter of this.authorityWaiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(shuttingDown);
+    }
     this.failWaiting(shuttingDown);
     this.store.close();
   }
@@ -218,10 +223,44 @@ export class ReplicaNode implements WritePath {
     });
   }
 
-  /** Waits until everything this replica has applied is committed, so that a read sees no unacknowledged write. */
+  /**
+   * Before a read: waits until this leader's authority holds (every in-sync follower answered it within a
+   * lease, so no newer leader can have acknowledged a write yet: a new leader waits two leases before it
+   * can drop this one) and until everything it has applied is committed. A read thus sees every
+   * acknowledged write and no unacknowledged one, even on a leader that was paused and does not yet know
+   * it was replaced.
+   */
   readBarrier(): Promise<void> {
     this.checkServing();
-    return this.awaitCommitted(this.store.lastIndex);
+    return this.awaitAuthority().then(() => this.awaitCommitted(this.store.lastIndex));
+  }
+
+  private awaitAuthority(): Promise<void> {
+    if (this.core.status().leaseValid) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.authorityWaiters = this.authorityWaiters.filter((other) => other !== waiter);
+          reject(new UnavailableError('this leader cannot confirm that it still leads; retry shortly'));
+        }, this.options.timings.leaseDurationMs),
+      };
+      this.authorityWaiters.push(waiter);
+    });
+  }
+
+  private settleAuthorityWaiters(): void {
+    if (this.authorityWaiters.length === 0) return;
+    const leading = this.core.isLeader;
+    if (leading && !this.core.status().leaseValid) return;
+    const waiters = this.authorityWaiters;
+    this.authorityWaiters = [];
+    for (const waiter of waiters) {
+      clearTimeout(waiter.timer);
+      if (leading) waiter.resolve();
+      else waiter.reject(this.notLeader());
+    }
   }
 
   private notLeader(): UnavailableError {
@@ -301,6 +340,7 @@ export class ReplicaNode implements WritePath {
       for (const listener of this.leadershipLostListeners) listener();
     }
     if (this.core.isLeader) this.acknowledge(output.commitIndex);
+    this.settleAuthorityWaiters();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
   }
 
