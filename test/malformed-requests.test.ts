@@ -76,6 +76,9 @@ const cases: [string, Record<string, unknown>, 'alice' | 'bob' | 'none' | 'forge
   ['DeleteMessages', { requestId: 'd2', messageIds: [id(8)] }, 'bob', NOT_FOUND, id(8)],
   ['DeleteAccount', { requestId: 'x1', password: 'wrong password' }, 'bob', UNAUTHENTICATED, 'invalid'],
   ['DeleteAccount', { requestId: 'x2', password: '' }, 'bob', INVALID_ARGUMENT, 'password'],
+  // This server runs without --admin-token, so operator RPCs are off for everyone, users included.
+  ['RemoveMember', { ordinal: 1 }, 'alice', PERMISSION_DENIED, 'admin-token'],
+  ['RemoveMember', { ordinal: 1 }, 'none', PERMISSION_DENIED, 'admin-token'],
 ];
 
 test.each(cases)('%s %j as %s gets status %i', async (method, request, who, expected, word) => {
@@ -101,7 +104,7 @@ test('bytes that are not a protobuf message get INVALID_ARGUMENT from every meth
   const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x0a, 0xff]);
   const methods = [
     'CreateAccount', 'AccountExists', 'Login', 'Logout', 'ListAccounts', 'SendMessage', 'AcknowledgeMessages',
-    'ReadMessages', 'ListHistory', 'DeleteMessages', 'DeleteAccount',
+    'ReadMessages', 'ListHistory', 'DeleteMessages', 'DeleteAccount', 'GetReplicaStatus', 'RemoveMember',
   ];
   for (const method of methods) {
     const status = await new Promise<grpc.ServiceError | null>((resolve) => {
