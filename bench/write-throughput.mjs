@@ -17,7 +17,7 @@ const peers = Array.from({ length: replicas }, (_, i) => `${i}=127.0.0.1:${baseP
 const processes = [];
 for (let i = 0; i < replicas; i += 1) {
   processes.push(
-    spawn(process.execPath, [
+    spawn(process.execPath, [...(process.env.PROFILE_DIRECTORY && i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIRECTORY}`] : []),
       'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
       '--data-dir', join(directory, `replica-${i}`), '--listen', `127.0.0.1:${basePort + 10 * i + 1}`,
       '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',
@@ -70,7 +70,7 @@ try {
   console.log(JSON.stringify({ replicas, concurrency, messages, writesPerSecond: Math.round(messages / seconds), medianMs: at(0.5), p99Ms: at(0.99) }));
 } finally {
   client.close();
-  for (const child of processes) child.kill('SIGTERM');
+  for (const child of processes) child.kill('SIGINT');
   await Promise.all(processes.map((child) => new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)))));
   rmSync(directory, { recursive: true, force: true });
 }
