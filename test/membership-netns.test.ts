@@ -84,6 +84,15 @@ function members(ordinals: readonly number[], cluster: MembershipCluster): { ord
   return ordinals.map((ordinal) => ({ ordinal, address: cluster.peerAddress(ordinal) }));
 }
 
+/** Who became the leader in which epoch, in order, from the replicas' logs: "0@2048, 2@3074". */
+function leaderHistory(cluster: MembershipCluster): string {
+  return cluster.ordinals
+    .flatMap((index) => cluster.logs(index).filter((line) => line.msg === 'became the leader').map((line) => ({ index, line })))
+    .sort((a, b) => Number(a.line.time) - Number(b.line.time))
+    .map(({ index, line }) => `${index}@${String(line.epoch)}`)
+    .join(', ');
+}
+
 /** Every acknowledged message is readable by id with its body through `servers`. */
 async function expectAllReadable(servers: readonly string[], aliceToken: string, acknowledged: readonly Acknowledged[]): Promise<void> {
   const stored = await readSentMessages(servers, aliceToken);
@@ -418,7 +427,7 @@ describeWithNetns('membership across simulated machines', () => {
           `${transferring.snapshotBytesReceived} of ${transferring.snapshotBytesTotal} snapshot bytes received by the joiner ` +
           `(its fetch failed: ${String((failedFetch.err as { message?: unknown } | undefined)?.message)}); new leader ${newLeader.ordinal}; ` +
           `joiner in sync ${inSyncAfterMs.toFixed(0)} ms after the kill, its snapshot installed in ` +
-          `${Number(installed!.durationSeconds).toFixed(2)} s`,
+          `${Number(installed!.durationSeconds).toFixed(2)} s; leaders: ${leaderHistory(cluster)}`,
       );
       expect(newLeader.ordinal).not.toBe(leader);
       await expectAllReadable(cluster.clientServers(survivors), alice, acknowledged);
