@@ -397,7 +397,7 @@ export class ReplicaNode implements WritePath {
     }
     if (message.type === 'appendReply' && message.digest !== undefined) {
       assert(message.digest.index === this.store.lastIndex, 'a digest is taken at the last index');
-      return { ...message, digest: { index: message.digest.index, value: this.store.stateDigest() } };
+      return { ...message, digest: { index: message.digest.index, value: this.store.logChainDigest } };
     }
     return message;
   }
@@ -405,7 +405,7 @@ export class ReplicaNode implements WritePath {
   private rememberDigest(): void {
     const index = this.store.lastIndex;
     if (this.digestByIndex.has(index)) return;
-    this.digestByIndex.set(index, this.store.stateDigest());
+    this.digestByIndex.set(index, this.store.logChainDigest);
     while (this.digestByIndex.size > DIGEST_CACHE_ENTRIES) {
       this.digestByIndex.delete(this.digestByIndex.keys().next().value!);
     }

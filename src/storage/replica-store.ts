@@ -3,6 +3,7 @@
  * the log and applying it to the tables happen in one transaction, so after any crash the log and the
  * tables agree: either both hold the entry or neither does.
  */
+import { createHash } from 'node:crypto';
 import { assert } from '../core/assert.js';
 import type { Command, CommandResult } from '../core/commands.js';
 import type { EpochStart } from '../core/replication/epoch-history.js';
@@ -25,6 +26,8 @@ export class ReplicaStore {
   private lastTimestampMsValue: number;
   private readonly appendStatement;
   private readonly entriesStatement;
+  private readonly chainStatement;
+  private logChainValue: string;
 
   private constructor(readonly database: SqliteDatabase) {
     this.chat = new ChatState(database);
@@ -38,6 +41,20 @@ export class ReplicaStore {
     this.lastIndexValue = last?.index ?? 0;
     this.lastEpochValue = last?.epoch ?? 0;
     this.lastTimestampMsValue = last === undefined ? 0 : (JSON.parse(last.command) as Command).timestampMs;
+    this.chainStatement = database.prepare(
+      "INSERT INTO cluster_state (key, value) VALUES ('log_chain', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    );
+    this.logChainValue = this.chat.clusterValue('log_chain') ?? '';
+  }
+
+  /**
+   * A hash chained over every entry applied so far (index and command text). Replicas apply the same
+   * commands deterministically, so equal chains mean equal states; unlike the state digest it costs nothing
+   * to read, which is why re-admission to the in-sync set compares it (the full digest of a large database
+   * would block the event loop for seconds). It is part of the replicated state, so snapshots carry it.
+   */
+  get logChainDigest(): string {
+    return this.logChainValue;
   }
 
   /** Opens the store in `filePath` (':memory:' for tests). */
@@ -73,11 +90,15 @@ export class ReplicaStore {
   applyEntry(entry: LogEntry): CommandResult {
     assert(entry.index === this.lastIndexValue + 1, `entry ${entry.index} does not follow ${this.lastIndexValue}`);
     assert(entry.epoch >= this.lastEpochValue, `entry epoch ${entry.epoch} is older than ${this.lastEpochValue}`);
+    const commandText = JSON.stringify(entry.command);
+    const chain = createHash('sha256').update(`${this.logChainValue}\n${entry.index}\n${commandText}`).digest('hex');
     const result = this.database.transaction(() => {
       const applied = this.chat.apply(entry.index, entry.command);
-      this.appendStatement.run(entry.index, entry.epoch, JSON.stringify(entry.command));
+      this.appendStatement.run(entry.index, entry.epoch, commandText);
+      this.chainStatement.run(chain);
       return applied;
     })();
+    this.logChainValue = chain;
     this.lastIndexValue = entry.index;
     this.lastEpochValue = entry.epoch;
     this.lastTimestampMsValue = Math.max(this.lastTimestampMsValue, entry.command.timestampMs);

@@ -47,6 +47,8 @@ export interface AppendReplyMessage {
   readonly echoSentAtMs: number;
   /** Whether the append answered carried entries (a heartbeat does not), for the leader's pipeline count. */
   readonly carriedEntries: boolean;
+  /** The follower is fetching a snapshot: the leader sends it nothing else meanwhile. */
+  readonly snapshotting: boolean;
   /** The follower's digest at `digestIndex`, filled in by the driver when requested. */
   readonly digest?: { readonly index: number; readonly value: string };
   /** Set by the leader's driver on receipt: whether `digest` equals the leader's own at that index. */
@@ -92,6 +94,11 @@ export interface InstallSnapshotMessage {
   readonly type: 'installSnapshot';
   readonly from: number;
   readonly epoch: number;
+  /**
+   * The leader's last index when it asked. A follower that has since installed a snapshot reaching this
+   * index ignores the request: it is a reminder that crossed the install.
+   */
+  readonly leaderLastIndex: number;
 }
 
 export type PeerMessage = AppendMessage | AppendReplyMessage | StatusMessage | InstallSnapshotMessage | JoinMessage;

@@ -89,10 +89,13 @@ interface FollowerProgress {
   lastOkReplyMs: number;
   /** Leader clock when it sent the newest message this follower answered in this epoch. */
   lastAnsweredSentAtMs: number;
+  /** Leader clock when the newest answer from this follower arrived. */
+  lastAnsweredReceivedMs: number;
   /** The follower's own clock reading in its newest ok reply, echoed back to renew its lease. */
   lastFollowerTimeMs: number | null;
   lastProgressMs: number;
   digestRequestedAtIndex: number | null;
+  digestRequestedAtMs: number;
   snapshotRequestedAtMs: number | null;
   /** The follower run that last replied; see AppendReplyMessage.incarnation. */
   incarnation: number;
@@ -140,6 +143,8 @@ export class ReplicaCore {
   private leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
   private knownCommitIndex = 0;
   private snapshotting = false;
+  /** The last index of the snapshot installed last, to recognise reminders that crossed the install. */
+  private installedSnapshotLastIndex = 0;
   private leaderLostAtMs: number | null = null;
   private lastStatusBroadcastMs = Number.NEGATIVE_INFINITY;
   private readonly statuses = new Map<number, ReceivedStatus>();
@@ -328,6 +333,7 @@ export class ReplicaCore {
     this.configuration = state.configuration;
     this.configurationIndex = state.configurationIndex;
     this.snapshotting = false;
+    this.installedSnapshotLastIndex = state.lastIndex;
     // A replaced log proves nothing about acknowledged writes until the leader confirms it again.
     this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
     if (this.leaderOrdinal !== null) this.send(this.leaderOrdinal, this.appendReply(false, 0, 0, undefined));
@@ -630,6 +636,7 @@ export class ReplicaCore {
       followerTimeMs: this.nowMs,
       echoSentAtMs,
       carriedEntries: false,
+      snapshotting: this.snapshotting,
       ...(digestIndex === undefined ? {} : { digest: { index: digestIndex, value: '' } }),
     };
   }
@@ -640,6 +647,11 @@ export class ReplicaCore {
     this.leaderOrdinal = message.from;
     this.lastLeaderContactMs = this.nowMs;
     if (this.snapshotting) return;
+    if (message.leaderLastIndex <= this.installedSnapshotLastIndex) {
+      // A reminder sent before the snapshot this replica just installed: tell the leader where it stands.
+      this.send(message.from, this.appendReply(false, 0, 0, undefined));
+      return;
+    }
     this.snapshotting = true;
     this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
     this.output.fetchSnapshotFrom = message.from;
@@ -730,9 +742,11 @@ export class ReplicaCore {
       lastSentMs: Number.NEGATIVE_INFINITY,
       lastOkReplyMs: Number.NEGATIVE_INFINITY,
       lastAnsweredSentAtMs: Number.NEGATIVE_INFINITY,
+      lastAnsweredReceivedMs: this.nowMs,
       lastFollowerTimeMs: null,
       lastProgressMs: this.nowMs,
       digestRequestedAtIndex: null,
+      digestRequestedAtMs: Number.NEGATIVE_INFINITY,
       snapshotRequestedAtMs: null,
       incarnation: 0,
       evictionRequestedAtMs: null,
@@ -829,7 +843,11 @@ export class ReplicaCore {
         continue;
       }
       let sent = false;
-      while (progress.inflightAppends < this.timings.maxInflightAppends && progress.nextIndex <= this.history.lastIndex) {
+      // A follower that has not answered for an election timeout gets one append at a time: a probe, not a
+      // pipeline of entries nobody may be reading.
+      const responsive = this.nowMs - progress.lastAnsweredReceivedMs <= this.timings.electionTimeoutMs;
+      const inflightLimit = responsive ? this.timings.maxInflightAppends : 1;
+      while (progress.inflightAppends < inflightLimit && progress.nextIndex <= this.history.lastIndex) {
         const fromIndex = progress.nextIndex;
         const toIndex = Math.min(this.history.lastIndex, fromIndex + this.timings.maxEntriesPerAppend - 1);
         this.sendAppend(ordinal, progress, fromIndex - 1, { fromIndex, toIndex }, leaseEchoMs, false);
@@ -838,13 +856,18 @@ export class ReplicaCore {
         sent = true;
       }
       if (sent) continue;
+      // Asked once per leader index, and again after a lease without a verified answer (it may be lost).
       const wantsDigest =
         !inSync &&
         progress.matchIndex === this.history.lastIndex &&
-        progress.digestRequestedAtIndex !== this.history.lastIndex &&
+        (progress.digestRequestedAtIndex !== this.history.lastIndex ||
+          this.nowMs - progress.digestRequestedAtMs > this.timings.leaseDurationMs) &&
         this.configurationIndex <= this.commitIndex;
       if (wantsDigest || this.nowMs - progress.lastSentMs >= this.timings.heartbeatIntervalMs) {
-        if (wantsDigest) progress.digestRequestedAtIndex = this.history.lastIndex;
+        if (wantsDigest) {
+          progress.digestRequestedAtIndex = this.history.lastIndex;
+          progress.digestRequestedAtMs = this.nowMs;
+        }
         // A heartbeat checks the last position known to match; if the log no longer holds it, it probes at
         // the end of the log, and the follower's answer says where it stands.
         const probeIndex =
@@ -883,7 +906,12 @@ export class ReplicaCore {
   private requestSnapshot(ordinal: number, progress: FollowerProgress): void {
     progress.snapshotRequestedAtMs = this.nowMs;
     progress.inflightAppends = 0;
-    this.send(ordinal, { type: 'installSnapshot', from: this.ordinal, epoch: this.currentEpoch });
+    this.send(ordinal, {
+      type: 'installSnapshot',
+      from: this.ordinal,
+      epoch: this.currentEpoch,
+      leaderLastIndex: this.history.lastIndex,
+    });
   }
 
   private onAppendReply(reply: AppendReplyMessage): void {
@@ -907,6 +935,13 @@ export class ReplicaCore {
       }
     }
     progress.lastAnsweredSentAtMs = Math.max(progress.lastAnsweredSentAtMs, reply.echoSentAtMs);
+    progress.lastAnsweredReceivedMs = this.nowMs;
+    if (reply.snapshotting) {
+      // The follower is busy with the snapshot it was asked to fetch: nothing else until it is done.
+      progress.snapshotRequestedAtMs ??= this.nowMs;
+      progress.inflightAppends = 0;
+      return;
+    }
     // A follower whose last entry equals ours at that index holds our log up to there (log matching), so
     // any reply, a heartbeat's included, can advance what we know it holds.
     const followerLogIsPrefix =
