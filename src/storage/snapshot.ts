@@ -270,9 +270,16 @@ async function settleReplacedDatabase(databasePath: string): Promise<void> {
   }
 }
 
+/**
+ * Recognises SQLite's "not a database" and "corrupt" errors by their code. Not by `instanceof SqliteError`:
+ * the native addon keeps the error class of the first module instance that loaded it, so under a module
+ * loader with several registries (jest runs each test file in its own) the class can differ.
+ */
 function isCorruptDatabaseError(error: unknown): boolean {
-  if (!(error instanceof Database.SqliteError)) return false;
-  return error.code === 'SQLITE_NOTADB' || error.code === 'SQLITE_CORRUPT' || error.code.startsWith('SQLITE_CORRUPT_');
+  if (typeof error !== 'object' || error === null) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return false;
+  return code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT' || code.startsWith('SQLITE_CORRUPT_');
 }
 
 /**
