@@ -156,7 +156,15 @@ function noteOf(answer: ServerAnswer): string {
     return `${code}: ${message}`;
   }
   const notes: string[] = [];
-  if (answer.status.snapshotting) notes.push(`snapshotting (${Math.round(answer.status.snapshotSeconds)}s)`);
+  if (answer.status.snapshotting) {
+    const { snapshotBytesReceived: received, snapshotBytesTotal: total, snapshotSeconds: seconds } = answer.status;
+    const megabytes = (bytes: number): string => (bytes / 1_048_576).toFixed(1);
+    notes.push(
+      total > 0
+        ? `snapshotting (${megabytes(received)} of ${megabytes(total)} MiB, ${Math.round(seconds)}s)`
+        : `snapshotting (${Math.round(seconds)}s)`,
+    );
+  }
   if (answer.status.waitingReason !== '') notes.push(answer.status.waitingReason);
   return notes.join('; ');
 }

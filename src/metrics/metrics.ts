@@ -17,6 +17,7 @@ export interface MetricSources {
     followers: readonly { ordinal: number; lagEntries: number; inSync: boolean }[];
     waiting: boolean;
     snapshotting: boolean;
+    snapshotBytesReceived: number;
   };
 }
 
@@ -122,6 +123,14 @@ export class ReplicaMetrics {
       registers: [this.registry],
       collect() {
         this.set(sources.replication().snapshotting ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'replichat_snapshot_bytes_received',
+      help: 'Bytes of the snapshot being fetched so far; 0 when none is.',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.replication().snapshotBytesReceived);
       },
     });
     this.elections = new Counter({

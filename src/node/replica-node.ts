@@ -537,6 +537,10 @@ export class ReplicaNode implements WritePath {
     return this.store.lastIndex;
   }
 
+  get snapshotBytesReceived(): number {
+    return this.snapshotProgress?.bytesReceived ?? 0;
+  }
+
   /** The protocol status plus what only the driver knows. */
   status(): ProtocolStatus & { clientAddress: string; leaderClientAddress: string | null; snapshotSeconds: number | null } {
     const status = this.core.status();

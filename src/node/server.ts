@@ -53,6 +53,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
         followers: status.followers,
         waiting: status.waitingReason !== null,
         snapshotting: status.snapshotting,
+        snapshotBytesReceived: node.snapshotBytesReceived,
       };
     },
   });
