@@ -87,6 +87,8 @@ export interface JoinMessage {
   readonly epoch: number;
   /** The joiner's peer address. */
   readonly address: string;
+  /** Whether the joiner's log is empty (a removed replica may join again only once wiped). */
+  readonly emptyLog: boolean;
 }
 
 /** Leader → follower: your log cannot be repaired entry by entry; fetch my snapshot. */

@@ -391,13 +391,16 @@ export class ReplicaCore {
    * replica asks: a removed replica keeps its log, and joins again only once its data directory is wiped.
    */
   private askToJoin(): void {
-    if (this.configuration !== null || this.history.lastIndex !== 0) return;
     const address = this.memberAddress(this.ordinal);
     if (address === undefined) return;
+    const emptyLog = this.configuration === null && this.history.lastIndex === 0;
     for (const received of this.statuses.values()) {
-      const leader = received.status.leaderOrdinal;
-      if (leader === null || this.nowMs - received.askedAtMs > this.timings.electionTimeoutMs) continue;
-      this.send(leader, { type: 'join', from: this.ordinal, epoch: this.currentEpoch, address });
+      const { leaderOrdinal, configuration } = received.status;
+      if (leaderOrdinal === null || this.nowMs - received.askedAtMs > this.timings.electionTimeoutMs) continue;
+      // A replica that is already a member waits for the leader; one that was removed waits to be wiped.
+      if (configuration !== null && configuration.members.some((member) => member.ordinal === this.ordinal)) continue;
+      if (!emptyLog && (configuration === null || (configuration.removed ?? []).includes(this.ordinal))) continue;
+      this.send(leaderOrdinal, { type: 'join', from: this.ordinal, epoch: this.currentEpoch, address, emptyLog });
     }
   }
 
@@ -480,7 +483,10 @@ export class ReplicaCore {
     }
     const member = (status: StatusMessage): boolean =>
       status.configuration!.members.some((candidate) => candidate.ordinal === this.ordinal);
-    if (this.configuration === null && newest !== undefined && !member(newest)) {
+    const removedByOperator = (status: StatusMessage): boolean =>
+      (status.configuration!.removed ?? []).includes(this.ordinal);
+    const emptyLog = this.configuration === null && this.history.lastIndex === 0;
+    if (newest !== undefined && !member(newest) && (emptyLog || !removedByOperator(newest))) {
       this.waitingReason = `asking the leader to let replica ${this.ordinal} join the cluster`;
       return;
     } else if (newest !== undefined && !member(newest)) {
@@ -663,12 +669,15 @@ export class ReplicaCore {
     if (this.role !== 'leader') return;
     const configuration = this.configuration!;
     if (configuration.members.some((member) => member.ordinal === message.from)) return;
+    // A replica an operator removed comes back only wiped, so that removal is not undone by accident.
+    if ((configuration.removed ?? []).includes(message.from) && !message.emptyLog) return;
     // One configuration change at a time: the joiner asks again until this one is committed.
     if (this.configurationIndex > this.commitIndex) return;
     this.appendOwnEntry({
       configuration: normalizeConfiguration({
         members: [...configuration.members, { ordinal: message.from, address: message.address }],
         inSync: configuration.inSync,
+        removed: (configuration.removed ?? []).filter((ordinal) => ordinal !== message.from),
       }),
     });
     this.sendAppends();
@@ -794,7 +803,7 @@ export class ReplicaCore {
     const remaining = configuration.inSync.filter((o) => !silent.includes(o) && !(o === this.ordinal && this.leavingAtIndex !== null));
     if (silent.length > 0 && remaining.length > 0) {
       this.appendOwnEntry({
-        configuration: { members: configuration.members, inSync: configuration.inSync.filter((o) => !silent.includes(o)) },
+        configuration: { ...configuration, inSync: configuration.inSync.filter((o) => !silent.includes(o)) },
       });
     }
     // An operator's removal takes effect once the member's lease, no longer renewed, has certainly run out.
@@ -992,7 +1001,7 @@ export class ReplicaCore {
     if (this.configurationIndex > this.commitIndex) return;
     if (progress.matchIndex < digestIndex) return;
     this.appendOwnEntry({
-      configuration: normalizeConfiguration({ members: configuration.members, inSync: [...configuration.inSync, ordinal] }),
+      configuration: normalizeConfiguration({ ...configuration, inSync: [...configuration.inSync, ordinal] }),
     });
   }
 
@@ -1023,9 +1032,11 @@ export class ReplicaCore {
   }
 }
 
+/** The configuration after an operator removed `ordinal`: it is recorded, so the replica knows why. */
 function withoutMember(configuration: Configuration, ordinal: number): Configuration {
   return normalizeConfiguration({
     members: configuration.members.filter((member) => member.ordinal !== ordinal),
     inSync: configuration.inSync.filter((member) => member !== ordinal),
+    removed: [...(configuration.removed ?? []), ordinal],
   });
 }

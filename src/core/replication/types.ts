@@ -35,6 +35,12 @@ export interface Member {
 export interface Configuration {
   readonly members: readonly Member[];
   readonly inSync: readonly number[];
+  /**
+   * Ordinals an operator removed. A replica left out of the members and listed here knows it was removed
+   * and waits to be wiped; one left out but not listed (its join entry was lost with a crashed leader's
+   * uncommitted tail) asks to join again.
+   */
+  readonly removed?: readonly number[];
 }
 
 /** What the core knows about one log entry; the command itself is opaque to it. */
@@ -66,8 +72,10 @@ export function sameConfiguration(a: Configuration, b: Configuration): boolean {
 
 /** Sorted members and in-sync ordinals, so that equal configurations serialise equally. */
 export function normalizeConfiguration(configuration: Configuration): Configuration {
+  const removed = [...new Set(configuration.removed ?? [])].sort((a, b) => a - b);
   return {
     members: [...configuration.members].sort((a, b) => a.ordinal - b.ordinal),
     inSync: [...new Set(configuration.inSync)].sort((a, b) => a - b),
+    ...(removed.length > 0 ? { removed } : {}),
   };
 }
