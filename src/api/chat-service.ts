@@ -184,11 +184,14 @@ export class ChatService {
   // -----------------------------------------------------------------------------------------------------
   // Sessions and idempotency.
 
+  /** The cluster's token-signing secret; it never changes once the cluster exists, so it is read once. */
   private sessionSecret(): string {
-    const secret = this.writePath.chat.clusterValue('session_secret');
-    if (secret === undefined) throw new UnavailableError('the cluster is not initialised yet');
-    return secret;
+    this.cachedSessionSecret ??= this.writePath.chat.clusterValue('session_secret');
+    if (this.cachedSessionSecret === undefined) throw new UnavailableError('the cluster is not initialised yet');
+    return this.cachedSessionSecret;
   }
+
+  private cachedSessionSecret: string | undefined;
 
   /** The session id of a correctly signed bearer token, without looking the session up. */
   private sessionIdFromMetadata(metadata: grpc.Metadata): string {

@@ -213,7 +213,7 @@ export class ReplicaNode implements WritePath {
   /** Resolves once `index` is committed (held by every in-sync replica); rejects if this replica stops leading. */
   awaitCommitted(index: number): Promise<void> {
     if (!this.core.isLeader) return Promise.reject(this.notLeader());
-    if (this.core.status().commitIndex >= index) return Promise.resolve();
+    if (this.core.knownCommit >= index) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const pending: PendingWrite = { index, resolve, reject, submittedAtMs: this.nowMs() };
       // Writes arrive in index order; reads may wait on an index already in the list.
@@ -236,7 +236,7 @@ export class ReplicaNode implements WritePath {
   }
 
   private awaitAuthority(): Promise<void> {
-    if (this.core.status().leaseValid) return Promise.resolve();
+    if (this.core.holdsLease) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter = {
         resolve,
@@ -253,7 +253,7 @@ export class ReplicaNode implements WritePath {
   private settleAuthorityWaiters(): void {
     if (this.authorityWaiters.length === 0) return;
     const leading = this.core.isLeader;
-    if (leading && !this.core.status().leaseValid) return;
+    if (leading && !this.core.holdsLease) return;
     const waiters = this.authorityWaiters;
     this.authorityWaiters = [];
     for (const waiter of waiters) {

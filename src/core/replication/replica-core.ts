@@ -219,6 +219,16 @@ export class ReplicaCore {
     return this.leaderOrdinal;
   }
 
+  /** The commit index this replica knows (its own as leader); cheap, for the write path. */
+  get knownCommit(): number {
+    return this.role === 'leader' ? this.commitIndex : this.knownCommitIndex;
+  }
+
+  /** Whether this replica's in-sync lease (a leader: its authority) holds now; cheap, for the read path. */
+  get holdsLease(): boolean {
+    return this.leaseValid();
+  }
+
   /** The address of a member, from the configuration or the static peer list. */
   memberAddress(ordinal: number): string | undefined {
     return (
