@@ -1,11 +1,18 @@
 /**
  * ChatClient's failover rules, against fake ChatService servers in this process whose answers the test
  * chooses: a follower that names the leader, a server that is down, one that hangs, one that refuses for
- * good. Proves that a write keeps its request id across servers, that only UNAVAILABLE-like failures are
- * retried, that the retry budget bounds a call, and that a subscription moves to the leader after losing its
- * stream and hands each message to the caller once.
+ * good, one that names a "leader" outside the client's list, one with a certificate the client cannot
+ * check. Proves that a write keeps its request id across servers, that only UNAVAILABLE-like failures are
+ * retried, that the retry budget bounds a call, that a hint to an unlisted address is neither followed nor
+ * stored, that a TLS failure is reported at once with a hint about the CA and without grpc-js's wording,
+ * and that a subscription moves to the leader after losing its stream, hands each message to the caller
+ * once, and outlasts an outage longer than any call's retry budget, reporting it once.
  */
 import * as grpc from '@grpc/grpc-js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CHAT_SERVICE_NAME, loadChatPackageDefinition } from '../src/api/proto.js';
 import { LEADER_METADATA_KEY } from '../src/api/status-mapping.js';
 import { ChatClient, ChatClientError, type ChatMessage } from '../src/cli/chat-client.js';
@@ -44,6 +51,7 @@ function statusWithLeader(status: grpc.status, details: string, leader?: string)
 async function startFake(
   unary: (method: string, request: Wire, callNumber: number) => UnaryAnswer,
   subscribe?: StreamAnswer,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
 ): Promise<FakeServer> {
   const calls: RecordedCall[] = [];
   const service = packageDefinition[CHAT_SERVICE_NAME] as grpc.ServiceDefinition;
@@ -67,7 +75,7 @@ async function startFake(
   const server = new grpc.Server();
   server.addService(service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, boundPort) =>
+    server.bindAsync('127.0.0.1:0', credentials, (error, boundPort) =>
       error ? reject(error) : resolve(boundPort),
     ),
   );
@@ -96,7 +104,9 @@ afterEach(() => {
 test('a write follows the leader a follower names, with the same request id and the bearer token', async () => {
   const leader = await startFake(() => sent);
   const follower = await startFake(() => ({ status: grpc.status.UNAVAILABLE, details: 'not the leader', leader: leader.address }));
-  const chat = client([follower.address], { sessionToken: 'token-1' });
+  // The leader is last in the list, so that only the hint can make it the second server asked.
+  const unrelated = await startFake(() => ({ status: grpc.status.UNAVAILABLE, details: 'not the leader either' }));
+  const chat = client([follower.address, unrelated.address, leader.address], { sessionToken: 'token-1' });
 
   expect((await chat.sendMessage('bob', 'hi')).body).toBe('hi');
 
@@ -105,10 +115,55 @@ test('a write follows the leader a follower names, with the same request id and 
   expect(leader.calls.map((call) => [call.method, call.request.requestId, call.authorization])).toEqual([
     ['SendMessage', requestId, 'Bearer token-1'],
   ]);
+  expect(unrelated.calls).toHaveLength(0);
   // The next call, and the next process through the session file, start with the leader.
   expect(chat.preferredServers()[0]).toBe(leader.address);
   await chat.readMessages();
   expect(follower.calls).toHaveLength(1);
+});
+
+test('the CLI ignores a hint to an address outside its list, and never stores it', async () => {
+  // A follower that lies: it names a "leader" the client was never told about, which would get the password.
+  const impostor = await startFake(() => sent);
+  const lying = await startFake(() => ({ status: grpc.status.UNAVAILABLE, details: 'not the leader', leader: impostor.address }));
+  const leader = await startFake(() => sent);
+  const chat = client([lying.address, leader.address]);
+
+  await chat.login('alice', 'alice-password');
+
+  expect(impostor.calls).toHaveLength(0);
+  expect(leader.calls.map((call) => call.method)).toEqual(['Login']);
+  expect(chat.preferredServers()).toEqual([leader.address, lying.address]);
+  expect(chat.preferredServers()).not.toContain(impostor.address);
+});
+
+test('a certificate the client cannot check fails at once, with a hint about the CA and no grpc-js wording', async () => {
+  const certificates = mkdtempSync(join(tmpdir(), 'replichat-cli-client-certs-'));
+  try {
+    execFileSync('bash', [new URL('../scripts/make-dev-certs.sh', import.meta.url).pathname, certificates], { stdio: 'ignore' });
+    const credentials = grpc.ServerCredentials.createSsl(null, [
+      { cert_chain: readFileSync(join(certificates, 'server.pem')), private_key: readFileSync(join(certificates, 'server-key.pem')) },
+    ]);
+    const tlsServer = await startFake(() => ({ response: { exists: true } }), undefined, credentials);
+    // The system's roots do not know the throwaway CA, as when REPLICHAT_CA_CERT was forgotten.
+    const chat = client([tlsServer.address], { tls: {}, retryBudgetMs: 60_000, deadlineMs: 2_000 });
+
+    const failure = (await chat.accountExists('alice').catch((error: unknown) => error)) as ChatClientError;
+
+    expect(failure).toBeInstanceOf(ChatClientError);
+    expect(failure.codeName).toBe('UNAVAILABLE');
+    expect(failure.message).toContain("cannot verify the server's TLS certificate");
+    expect(failure.message).toContain('--ca-cert or REPLICHAT_CA_CERT');
+    expect(failure.message).not.toMatch(/Last error|Resolution note|No connection established/);
+    // One attempt, not a retry budget's worth: every server would fail the same way.
+    expect(failure.message).not.toContain('tried');
+
+    // With the CA, the same server answers.
+    const trusting = client([tlsServer.address], { tls: { caCertPath: join(certificates, 'ca.pem') } });
+    expect(await trusting.accountExists('alice')).toBe(true);
+  } finally {
+    rmSync(certificates, { recursive: true, force: true });
+  }
 });
 
 test('a write moves past a server that is down and one that hangs, keeping its request id', async () => {
@@ -179,6 +234,38 @@ test('a subscription that loses its stream resubscribes on the leader with inclu
 
   subscription.close();
   expect(ends).toEqual([undefined]);
+});
+
+test('a subscription outlasts an outage longer than the retry budget, and reports it once each way', async () => {
+  // The server refuses the first eight subscriptions as a cluster without a leader would, then streams.
+  let subscribeCalls = 0;
+  const recovering = await startFake(
+    () => sent,
+    (call) => {
+      subscribeCalls += 1;
+      if (subscribeCalls <= 8) {
+        call.emit('error', statusWithLeader(grpc.status.UNAVAILABLE, 'no leader yet'));
+        return;
+      }
+      call.sendMetadata(new grpc.Metadata());
+      call.write(message('after-the-outage'));
+    },
+  );
+  // A retry budget far shorter than the outage: the old subscription gave up after it.
+  const chat = client([recovering.address], { retryBudgetMs: 200 });
+  const received: string[] = [];
+  const changes: string[] = [];
+  const ends: unknown[] = [];
+  chat.subscribe(
+    { includeQueued: false, onConnectionChange: (change) => changes.push(change) },
+    (incoming) => received.push(incoming.id),
+    (error) => ends.push(error),
+  );
+
+  await waitFor('the message after the outage arrives', () => received.includes('after-the-outage'), { timeoutMs: 30_000 });
+  expect(subscribeCalls).toBe(9);
+  expect(ends).toEqual([]);
+  expect(changes).toEqual(['lost', 'restored']);
 });
 
 test('a subscription refused for good ends with the error and does not resubscribe', async () => {

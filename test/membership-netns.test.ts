@@ -1,6 +1,6 @@
 /**
  * Membership with real processes on simulated machines: `replichat server` processes, each in its own
- * network namespace (test/support/membership-cluster.ts on top of test/support/netns.ts), crashed with
+ * network namespace (test/support/netns-cluster.ts, with etcd as the configuration store), crashed with
  * SIGKILL, stopped with SIGTERM, and restarted on their data directories or on wiped ones. Each test proves
  * one thing the membership issue requires:
  *
@@ -30,19 +30,12 @@ import {
   type Acknowledged,
   callRemoveMember,
   logInAlice,
-  MembershipCluster,
-  pollUntil,
   readSentMessages,
   seedDatabase,
   SendStream,
 } from './support/membership-cluster.js';
-import { netnsUnavailableReason } from './support/netns.js';
-
-const unavailableReason = netnsUnavailableReason();
-if (unavailableReason !== undefined) {
-  console.warn(`skipping the membership tests on network namespaces: ${unavailableReason}`);
-}
-const describeWithNetns = unavailableReason === undefined ? describe : describe.skip;
+import { NetnsCluster, clusterUnavailableReason, pollUntil } from './support/netns-cluster.js';
+import { describeOnNetns } from './support/netns.js';
 
 const ORIGINAL = [0, 1, 2] as const;
 const ALL_FOUR = [0, 1, 2, 3] as const;
@@ -80,17 +73,8 @@ function note(text: string): void {
   process.stderr.write(`[membership-netns] ${text}\n`);
 }
 
-function members(ordinals: readonly number[], cluster: MembershipCluster): { ordinal: number; address: string }[] {
+function members(ordinals: readonly number[], cluster: NetnsCluster): { ordinal: number; address: string }[] {
   return ordinals.map((ordinal) => ({ ordinal, address: cluster.peerAddress(ordinal) }));
-}
-
-/** Who became the leader in which epoch, in order, from the replicas' logs: "0@2048, 2@3074". */
-function leaderHistory(cluster: MembershipCluster): string {
-  return cluster.ordinals
-    .flatMap((index) => cluster.logs(index).filter((line) => line.msg === 'became the leader').map((line) => ({ index, line })))
-    .sort((a, b) => Number(a.line.time) - Number(b.line.time))
-    .map(({ index, line }) => `${index}@${String(line.epoch)}`)
-    .join(', ');
 }
 
 /** Every acknowledged message is readable by id with its body through `servers`. */
@@ -100,22 +84,28 @@ async function expectAllReadable(servers: readonly string[], aliceToken: string,
 }
 
 /** Stops every running replica cleanly, then checks that the files of `indexes` hold equal state digests. */
-async function stopAndCompareDigests(cluster: MembershipCluster, indexes: readonly number[]): Promise<void> {
+async function stopAndCompareDigests(cluster: NetnsCluster, indexes: readonly number[]): Promise<void> {
   await cluster.stopAll();
   const digests = indexes.map((index) => cluster.digest(index));
   expect(new Set(digests).size).toBe(1);
 }
 
-describeWithNetns('membership across simulated machines', () => {
-  let cluster: MembershipCluster | undefined;
+describeOnNetns('membership across simulated machines', () => {
+  let cluster: NetnsCluster | undefined;
   let stream: SendStream | undefined;
 
   /** Runs a scenario; on failure, the replicas' last log lines are added to the error. */
-  function scenario(name: string, timeoutMs: number, body: (cluster: MembershipCluster) => Promise<void>, hosts: number, extraArguments: readonly string[] = []): void {
+  function scenario(
+    name: string,
+    timeoutMs: number,
+    body: (cluster: NetnsCluster) => Promise<void>,
+    hosts: number,
+    environment: Readonly<Record<string, string>> = {},
+  ): void {
     test(
       name,
       async () => {
-        cluster = await MembershipCluster.create({ prefix: nextPrefix(), hosts, extraArguments });
+        cluster = await NetnsCluster.create({ prefix: nextPrefix(), size: hosts, environment });
         try {
           await body(cluster);
           // No replica crashed or logged an error along the way.
@@ -225,8 +215,7 @@ describeWithNetns('membership across simulated machines', () => {
       const installed = await cluster.waitForLog(
         wiped,
         (line) => line.incarnation === 2 && line.msg === 'installed a snapshot',
-        `the wiped replica ${wiped} installs a snapshot`,
-        20_000,
+        { description: `the wiped replica ${wiped} installs a snapshot`, timeoutMs: 20_000 },
       );
       await cluster.waitForInSyncSet(ORIGINAL, 20_000);
       const inSyncAfterMs = performance.now() - restartedAtMs;
@@ -320,7 +309,7 @@ describeWithNetns('membership across simulated machines', () => {
       await stopAndCompareDigests(cluster, remaining);
     },
     3,
-    ['--admin-token', ADMIN_TOKEN],
+    { REPLICHAT_ADMIN_TOKEN: ADMIN_TOKEN },
   );
 
   scenario(
@@ -371,7 +360,7 @@ describeWithNetns('membership across simulated machines', () => {
       await stopAndCompareDigests(cluster, remaining);
     },
     3,
-    ['--admin-token', ADMIN_TOKEN],
+    { REPLICHAT_ADMIN_TOKEN: ADMIN_TOKEN },
   );
 
   scenario(
@@ -410,8 +399,7 @@ describeWithNetns('membership across simulated machines', () => {
       const failedFetch = await cluster.waitForLog(
         3,
         (line) => line.msg === 'fetching the snapshot failed; will retry when asked again',
-        'the joiner reports the interrupted transfer',
-        10_000,
+        { description: 'the joiner reports the interrupted transfer', timeoutMs: 10_000 },
       );
       const newLeader = await cluster.waitForInSyncSet(survivors, 60_000);
       const inSyncAfterMs = performance.now() - killedAtMs;
@@ -427,7 +415,7 @@ describeWithNetns('membership across simulated machines', () => {
           `${transferring.snapshotBytesReceived} of ${transferring.snapshotBytesTotal} snapshot bytes received by the joiner ` +
           `(its fetch failed: ${String((failedFetch.err as { message?: unknown } | undefined)?.message)}); new leader ${newLeader.ordinal}; ` +
           `joiner in sync ${inSyncAfterMs.toFixed(0)} ms after the kill, its snapshot installed in ` +
-          `${Number(installed!.durationSeconds).toFixed(2)} s; leaders: ${leaderHistory(cluster)}`,
+          `${Number(installed!.durationSeconds).toFixed(2)} s; leaders: ${cluster.leaderHistory()}`,
       );
       expect(newLeader.ordinal).not.toBe(leader);
       await expectAllReadable(cluster.clientServers(survivors), alice, acknowledged);
@@ -436,4 +424,4 @@ describeWithNetns('membership across simulated machines', () => {
     },
     4,
   );
-});
+}, clusterUnavailableReason);

@@ -5,19 +5,14 @@
  * name; small `node -e` probes connect from the hosts and report who answered. They show that StatefulSet
  * names resolve inside every host, that a server is reached by name across the bridge but not through
  * another host's 127.0.0.1 (each namespace has its own loopback), that a partition cuts a host off in both directions within a bounded deadline and heal
- * restores it at once, that `spawnIn` returns the command's own pid so SIGKILL reaches the real process,
+ * restores it at once, that a selective `cut` drops exactly the traffic it names while the root namespace
+ * still reaches the cut host, that `spawnIn` returns the command's own pid so SIGKILL reaches the real process,
  * and that destroying the hosts leaves no namespace, bridge, hosts file or process behind.
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { NETNS_SCRIPT_PATH, type NetnsHosts, createHosts, netnsUnavailableReason } from './support/netns.js';
-
-const unavailableReason = netnsUnavailableReason();
-if (unavailableReason !== undefined) {
-  console.warn(`skipping network-namespace tests: ${unavailableReason}`);
-}
-const describeWithNetns = unavailableReason === undefined ? describe : describe.skip;
+import { NETNS_SCRIPT_PATH, type NetnsHosts, createHosts, describeOnNetns } from './support/netns.js';
 
 /** Unique per process (pids are unique among live processes) and short enough for interface names. */
 const PREFIX = `rt${process.pid.toString(36)}`;
@@ -100,7 +95,7 @@ function namespaceNames(): string[] {
     .filter((name) => name !== '');
 }
 
-describeWithNetns('simulated hosts in network namespaces', () => {
+describeOnNetns('simulated hosts in network namespaces', () => {
   let hosts: NetnsHosts;
 
   /** What a probe from host `from` to `target` (a name or address) saw. */
@@ -185,6 +180,33 @@ describeWithNetns('simulated hosts in network namespaces', () => {
     expect(await probe(1, hosts.hostName(0))).toBe('chat-0');
   });
 
+  test('a cut drops host 0 and host 1 traffic both ways, and one port of the bridge, but nothing else', async () => {
+    // Host 2's echo server stands in for a service on the bridge's side: the cut names its address and port.
+    await hosts.cut(0, { addresses: [hosts.address(1)], ports: [{ address: hosts.address(2), port: ECHO_PORT }] });
+    try {
+      expect(await probe(0, hosts.hostName(1))).toBe('timeout');
+      expect(await probe(1, hosts.hostName(0))).toBe('timeout');
+      expect(await probe(0, hosts.hostName(2))).toBe('timeout');
+      // Host 2 reaches host 0 (only connections to host 2's port were named), and host 1 reaches host 2.
+      expect(await probe(2, hosts.hostName(0))).toBe('chat-0');
+      expect(await probe(1, hosts.hostName(2))).toBe('chat-2');
+      // The root namespace (where the tests' clients live) still reaches the cut host.
+      await new Promise<void>((resolve, reject) => {
+        const socket = createConnection(ECHO_PORT, hosts.address(0), () => {
+          socket.end();
+          resolve();
+        });
+        socket.setTimeout(PROBE_TIMEOUT_MS, () => reject(new Error('no connection to host 0 from the root namespace')));
+        socket.once('error', reject);
+      });
+    } finally {
+      await hosts.uncut(0);
+    }
+    expect(await probe(0, hosts.hostName(1))).toBe('chat-1');
+    expect(await probe(1, hosts.hostName(0))).toBe('chat-0');
+    expect(await probe(0, hosts.hostName(2))).toBe('chat-2');
+  });
+
   test('spawnIn returns the command itself, so SIGKILL kills the real process and not only a wrapper', async () => {
     const reportScript = `
       const link = require('node:fs').readlinkSync('/proc/self/ns/net');
@@ -208,7 +230,7 @@ describeWithNetns('simulated hosts in network namespaces', () => {
   });
 });
 
-describeWithNetns('creating and destroying hosts', () => {
+describeOnNetns('creating and destroying hosts', () => {
   const prefix = `rd${process.pid.toString(36)}`;
 
   test('up over leftovers of a crashed run starts clean, and destroy leaves nothing behind', async () => {

@@ -1,9 +1,9 @@
 /**
  * Replication with real processes on simulated machines: three `replichat server` processes, each in its own
- * network namespace (test/support/netns-cluster.ts), crashed with SIGKILL, paused with SIGSTOP, and
- * restarted on their data directories, while clients (the CLI's ChatClient, with its leader discovery,
- * failover and same-request-id retries) keep writing. Each test proves one scenario the replication issue
- * requires:
+ * network namespace (test/support/netns-cluster.ts, with etcd as the configuration store), crashed with
+ * SIGKILL, paused with SIGSTOP, and restarted on their data directories, while clients (the CLI's
+ * ChatClient, with its leader discovery, failover and same-request-id retries) keep writing. Each test
+ * proves one scenario the replication issue requires:
  *
  *   1. the leader is killed while clients send: a new leader accepts writes within 2 s of the kill, and every
  *      acknowledged message is there afterwards;
@@ -22,14 +22,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { ChatClient, type ChatMessage } from '../src/cli/chat-client.js';
-import { NetnsCluster, pollUntil } from './support/netns-cluster.js';
-import { netnsUnavailableReason } from './support/netns.js';
-
-const unavailableReason = netnsUnavailableReason();
-if (unavailableReason !== undefined) {
-  console.warn(`skipping the replication tests on network namespaces: ${unavailableReason}`);
-}
-const describeWithNetns = unavailableReason === undefined ? describe : describe.skip;
+import { NetnsCluster, clusterUnavailableReason, pollUntil } from './support/netns-cluster.js';
+import { describeOnNetns } from './support/netns.js';
 
 const PASSWORD = 'correct horse battery staple';
 /** The issue's requirement: a new leader accepts writes within 2 s of the old one's death. */
@@ -213,7 +207,7 @@ async function stopAndCompareFiles(cluster: NetnsCluster, acknowledged: readonly
   }
 }
 
-describeWithNetns('replication across simulated machines', () => {
+describeOnNetns('replication across simulated machines', () => {
   let cluster: NetnsCluster | undefined;
 
   /** Three fresh replicas on three fresh hosts, all in sync; resolves with the cluster and its leader. */
@@ -520,4 +514,4 @@ describeWithNetns('replication across simulated machines', () => {
     expect([...deliveries.keys()].filter((id) => !sent.has(id))).toEqual([]);
     expect(undelivered()).toEqual([]);
   });
-});
+}, clusterUnavailableReason);

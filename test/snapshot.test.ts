@@ -155,7 +155,9 @@ afterEach(() => {
 });
 
 test('a snapshot taken while writes continue equals a replay of the log up to its last index', async () => {
-  const source = populatedStore(join(directory, 'source.sqlite'), 200);
+  // Enough messages for the file to span well over 40 pages (about 1.5 KB each on 16 KiB pages), so that
+  // the copy takes more than 20 steps of 2 pages.
+  const source = populatedStore(join(directory, 'source.sqlite'), 600);
   const lastIndexBefore = source.lastIndex;
   let writesDuringBackup = 0;
   const snapshot = await createSnapshot(source.database, join(directory, 'outgoing'), {
@@ -291,7 +293,8 @@ async function fetchAndPauseAfterHeader(client: PeerServiceClient) {
 }
 
 test('the server waits for a client that stops reading, and resumes when it reads again', async () => {
-  const source = populatedStore(join(directory, 'source.sqlite'), 100);
+  // About 1 MB (1.5 KB a message): far more chunks than the transport buffers before it pushes back.
+  const source = populatedStore(join(directory, 'source.sqlite'), 700);
   const snapshot = await createSnapshot(source.database, join(directory, 'sender'));
   source.close();
   const snapshotBytes = readFileSync(snapshot.path);
@@ -368,8 +371,7 @@ test.each<[CutOff, (error: unknown) => void]>([
   const clientHasDataPromise = new Promise<void>((resolve) => {
     clientHasData = resolve;
   });
-  let peer: PeerServer | undefined;
-  peer = await startPeerServer((call) => {
+  const peer: PeerServer | undefined = await startPeerServer((call) => {
     void (async () => {
       await serveFirstChunks(call, snapshot, 8);
       // Cut off only once the client has written data to its temporary file.

@@ -6,6 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import type { Logger } from 'pino';
 import { AssertionFailure } from '../core/assert.js';
 import type { ClientCommand, CommandResult, CommandResults, StoredMessage } from '../core/commands.js';
@@ -18,7 +19,7 @@ import {
   UnavailableError,
 } from '../core/errors.js';
 import type { ChatLimits } from '../core/limits.js';
-import { deriveSessionToken, verifySessionToken } from '../core/session-token.js';
+import { deriveSessionToken, type SessionKey, verifySessionToken } from '../core/session-token.js';
 import {
   decodePageToken,
   encodePageToken,
@@ -32,7 +33,9 @@ import {
   validateUsername,
 } from '../core/validation.js';
 import type { ChatState } from '../storage/chat-state.js';
-import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from './password-hashing.js';
+import type { SnapshotFile } from '../storage/snapshot.js';
+import { DECOY_PASSWORD_HASH, hashPassword, needsRehash, verifyPassword } from './password-hashing.js';
+import { clientAddressOf, LoginRateLimits } from './rate-limiter.js';
 import { MALFORMED_REQUEST } from './proto.js';
 import { toServiceError } from './status-mapping.js';
 import { type Subscriber, SubscriptionRegistry } from './subscriptions.js';
@@ -54,12 +57,27 @@ export interface WritePath {
   awaitCommitted(index: number): Promise<void>;
   /** Resolves once everything this replica has applied is committed, so that a read sees only acknowledged state. */
   readBarrier(): Promise<void>;
+  /**
+   * The highest log index known to be committed. Entries above it are applied to the tables but not
+   * acknowledged: anything a client is shown outside a read barrier is filtered to `sequence <= committedIndex()`.
+   */
+  committedIndex(): number;
   /** The replica's replication state, in the shape of the proto's ReplicaStatus. */
   replicaStatus(): Record<string, unknown>;
+  /**
+   * The operator's last resort: names this replica leader alone in the in-sync set, whatever the store
+   * says; returns its last index and the record it replaces. Throws FailedPreconditionError when it cannot.
+   */
+  forceLeadership(): { lastIndex: number; record: { epoch: number; inSync: readonly number[] } | null };
   /** Asks the protocol to remove a member; throws FailedPreconditionError when it refuses. */
   removeMember(ordinal: number): void;
   /** Registers a callback for when this replica stops leading. */
   onLeadershipLost(listener: () => void): void;
+  /**
+   * A consistent copy of this replica's whole database in a temporary file, taken while writes go on, with
+   * `local_metadata` cleared; the caller removes it. Used by Backup.
+   */
+  createSnapshot(): Promise<SnapshotFile>;
 }
 
 /** Receives one observation per finished RPC, for metrics. */
@@ -117,9 +135,9 @@ export class ChatService {
   /** The handlers object for grpc.Server.addService. */
   handlers(): grpc.UntypedServiceImplementation {
     return {
-      CreateAccount: this.unary('CreateAccount', (call) => this.createAccount(call.request)),
+      CreateAccount: this.unary('CreateAccount', (call) => this.createAccount(call.request, clientAddressOf(call.getPeer()))),
       AccountExists: this.unary('AccountExists', (call) => this.accountExists(call.request)),
-      Login: this.unary('Login', (call) => this.login(call.request)),
+      Login: this.unary('Login', (call) => this.login(call.request, clientAddressOf(call.getPeer()))),
       Logout: this.unary('Logout', (call) => this.logout(call.request, call.metadata)),
       ListAccounts: this.unary('ListAccounts', (call) => this.listAccounts(call.request, call.metadata)),
       SendMessage: this.unary('SendMessage', (call) => this.sendMessage(call.request, call.metadata)),
@@ -135,6 +153,9 @@ export class ChatService {
         followersServe: true,
       }),
       RemoveMember: this.unary('RemoveMember', async (call) => this.removeMember(call.request, call.metadata)),
+      RotateSessionKey: this.unary('RotateSessionKey', (call) => this.rotateSessionKey(call.request, call.metadata)),
+      Backup: (call: grpc.ServerWritableStream<Request, unknown>) => void this.backup(call),
+      ForceLeadership: this.unary('ForceLeadership', async (call) => this.forceLeadership(call.request, call.metadata)),
     };
   }
 
@@ -184,14 +205,31 @@ export class ChatService {
   // -----------------------------------------------------------------------------------------------------
   // Sessions and idempotency.
 
-  /** The cluster's token-signing secret; it never changes once the cluster exists, so it is read once. */
-  private sessionSecret(): string {
-    this.cachedSessionSecret ??= this.writePath.chat.clusterValue('session_secret');
-    if (this.cachedSessionSecret === undefined) throw new UnavailableError('the cluster is not initialised yet');
-    return this.cachedSessionSecret;
+  /**
+   * The cluster's token-signing keys by id. They change only by rotateSessionKey, which rewrites the
+   * `session_keys` value, so one lookup of that value per call tells whether the cached map still holds.
+   */
+  private sessionKeys(): ReadonlyMap<number, SessionKey> {
+    const stored = this.writePath.chat.clusterValue('session_keys');
+    if (this.cachedSessionKeys === undefined || this.cachedSessionKeys.stored !== stored || this.cachedSessionKeys.keys.size === 0) {
+      const keys = new Map(this.writePath.chat.sessionKeys().map((key) => [key.id, key] as const));
+      this.cachedSessionKeys = { stored, keys };
+    }
+    if (this.cachedSessionKeys.keys.size === 0) throw new UnavailableError('the cluster is not initialised yet');
+    return this.cachedSessionKeys.keys;
   }
 
-  private cachedSessionSecret: string | undefined;
+  private cachedSessionKeys: { stored: string | undefined; keys: ReadonlyMap<number, SessionKey> } | undefined;
+
+  /** The key a session's token is signed with (recorded in its login result). */
+  private sessionKey(keyId: number): SessionKey {
+    const key = this.sessionKeys().get(keyId);
+    if (key === undefined) throw new UnauthenticatedError('the key of this session was retired; log in again');
+    return key;
+  }
+
+  /** Limits on login and sign-up attempts, per username and per client address (rate-limiter.ts). */
+  private readonly loginRateLimits = new LoginRateLimits();
 
   /** The session id of a correctly signed bearer token, without looking the session up. */
   private sessionIdFromMetadata(metadata: grpc.Metadata): string {
@@ -199,7 +237,8 @@ export class ChatService {
     if (typeof header !== 'string' || !header.startsWith('Bearer ')) {
       throw new UnauthenticatedError('log in first: the authorization metadata holds no bearer token');
     }
-    const sessionId = verifySessionToken(this.sessionSecret(), header.slice('Bearer '.length).trim());
+    const keys = this.sessionKeys();
+    const sessionId = verifySessionToken((id) => keys.get(id), header.slice('Bearer '.length).trim(), Date.now());
     if (sessionId === undefined) throw new UnauthenticatedError('the session token is not valid; log in again');
     return sessionId;
   }
@@ -244,10 +283,11 @@ export class ChatService {
   // -----------------------------------------------------------------------------------------------------
   // Accounts and sessions.
 
-  private async createAccount(request: Request): Promise<unknown> {
+  private async createAccount(request: Request, clientAddress: string): Promise<unknown> {
     const requestId = validateRequestId(request.requestId);
     const username = validateUsername(request.username);
     const password = validatePassword(request.password);
+    this.loginRateLimits.checkCreateAccount(username.toLowerCase(), clientAddress);
     const principal = `user:${username}`;
     const fingerprint = fingerprintOf('createAccount', username);
     const earlier = await this.earlierResult(requestId, principal, 'createAccount', fingerprint);
@@ -276,19 +316,42 @@ export class ChatService {
     return { exists: this.writePath.chat.userExists(username) };
   }
 
-  /** Checks a password in constant work whether or not the user exists. */
-  private async checkPassword(username: string, password: string): Promise<void> {
+  /** Checks a password in constant work whether or not the user exists; returns the verified hash. */
+  private async checkPassword(username: string, password: string): Promise<string> {
     const storedHash = this.writePath.chat.passwordHash(username);
     const matches = await verifyPassword(password, storedHash ?? DECOY_PASSWORD_HASH);
     if (storedHash === undefined || !matches) throw new UnauthenticatedError();
+    return storedHash;
   }
 
-  private async login(request: Request): Promise<unknown> {
+  /**
+   * After a login verified `previousHash`, made with older scrypt parameters: logs the password hashed with
+   * the current ones, so that every replica stores the same new hash. A failure only postpones it.
+   */
+  private async upgradePasswordHash(username: string, password: string, previousHash: string): Promise<void> {
+    try {
+      const passwordHash = await hashPassword(password);
+      const principal = `user:${username}`;
+      const result = await this.submit({
+        kind: 'upgradePasswordHash',
+        ...this.envelope(randomUUID(), principal, fingerprintOf('upgradePasswordHash', username)),
+        username,
+        previousHash,
+        passwordHash,
+      });
+      if (result.upgraded) this.logger.info({ username }, 'upgraded a password hash to the current scrypt parameters');
+    } catch (error) {
+      this.logger.warn({ err: error, username }, 'could not upgrade a password hash; the next login tries again');
+    }
+  }
+
+  private async login(request: Request, clientAddress: string): Promise<unknown> {
     const requestId = validateRequestId(request.requestId);
     const username = validateUsername(request.username);
     const password = validatePasswordToCheck(request.password);
+    this.loginRateLimits.checkLogin(username.toLowerCase(), clientAddress);
     await this.writePath.readBarrier();
-    await this.checkPassword(username, password);
+    const verifiedHash = await this.checkPassword(username, password);
     const principal = `user:${username}`;
     const fingerprint = fingerprintOf('login', username);
     const result =
@@ -300,10 +363,13 @@ export class ChatService {
         sessionId: randomBytes(16).toString('hex'),
         expiresAtMs: Date.now() + this.limits.sessionTtlMs,
       }));
+    if (needsRehash(verifiedHash)) await this.upgradePasswordHash(username, password, verifiedHash);
     return {
-      sessionToken: deriveSessionToken(this.sessionSecret(), result.sessionId),
-      unreadCount: this.writePath.chat.unreadCount(username),
+      sessionToken: deriveSessionToken(this.sessionKey(result.keyId ?? 0), result.sessionId),
+      // Only committed messages count: later sends are applied but may still vanish in a failover.
+      unreadCount: this.writePath.chat.unreadCount(username, this.writePath.committedIndex()),
       expiresAtMs: result.expiresAtMs,
+      username: this.writePath.chat.canonicalUsername(username) ?? username,
     };
   }
 
@@ -369,7 +435,11 @@ export class ChatService {
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('sendMessage', recipient, body);
     const earlier = await this.earlierResult(requestId, principal, 'sendMessage', fingerprint);
-    if (earlier !== undefined) return { message: toWireMessage(earlier.message) };
+    if (earlier !== undefined) {
+      // The record keeps no body (erasure): a replay shows the body only while the message exists.
+      const body = this.writePath.chat.message(earlier.message.id)?.body ?? '';
+      return { message: toWireMessage({ ...earlier.message, body }) };
+    }
     const caller = this.authenticate(metadata);
     const result = await this.submit({
       kind: 'sendMessage',
@@ -415,7 +485,7 @@ export class ChatService {
       .filter((message): message is StoredMessage => message !== undefined);
     return {
       messages: messages.map(toWireMessage),
-      remainingUnreadCount: this.writePath.chat.unreadCount(caller.username),
+      remainingUnreadCount: this.writePath.chat.unreadCount(caller.username, this.writePath.committedIndex()),
     };
   }
 
@@ -476,6 +546,119 @@ export class ChatService {
     return {};
   }
 
+  /** The operator's last resort; see ForceLeadership in chat.proto. */
+  private async forceLeadership(request: Request, metadata: grpc.Metadata): Promise<unknown> {
+    this.requireAdminToken(metadata, 'forcing leadership');
+    if (request.confirmDataLoss !== true) {
+      throw new FailedPreconditionError(
+        'forcing leadership may lose acknowledged writes that this replica does not hold: set confirm_data_loss',
+      );
+    }
+    const outcome = this.writePath.forceLeadership();
+    return {
+      lastIndex: outcome.lastIndex,
+      previousEpoch: outcome.record?.epoch ?? 0,
+      previousInSync: outcome.record?.inSync ?? [],
+    };
+  }
+
+  /** Throws PERMISSION_DENIED unless the bearer token is the admin token; `what` names the operation. */
+  private requireAdminToken(metadata: grpc.Metadata, what: string): void {
+    if (this.adminToken === undefined) {
+      throw new PermissionDeniedError(`${what} is disabled: start the servers with an admin token to enable it`);
+    }
+    const header = metadata.get('authorization')[0];
+    const presented = Buffer.from(typeof header === 'string' ? header.replace(/^Bearer /, '') : '', 'utf8');
+    const expected = Buffer.from(this.adminToken, 'utf8');
+    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
+      throw new PermissionDeniedError(`${what} needs the admin token as the bearer token`);
+    }
+  }
+
+  /**
+   * Streams a consistent copy of the database: header, then 1 MiB chunks with backpressure. The copy is
+   * sent only once its last entry is committed, so that a backup never holds a write that a failover could
+   * still take back.
+   */
+  private async backup(call: grpc.ServerWritableStream<Request, unknown>): Promise<void> {
+    const startedAt = process.hrtime.bigint();
+    const observe = (code: grpc.status): void =>
+      this.observer.observe('Backup', code, Number(process.hrtime.bigint() - startedAt) / 1e9);
+    let snapshot: SnapshotFile | undefined;
+    try {
+      if (call.request[MALFORMED_REQUEST] === true) {
+        throw new InvalidArgumentError('the request is not a valid protobuf message for this method');
+      }
+      this.requireAdminToken(call.metadata, 'backup');
+      this.writePath.checkServing();
+      snapshot = await this.writePath.createSnapshot();
+      await this.writePath.awaitCommitted(snapshot.lastIndex);
+      const { lastIndex, lastEpoch, sizeBytes, sha256Hex } = snapshot;
+      const clusterId = this.writePath.chat.clusterValue('cluster_id') ?? '';
+      const writeChunk = async (chunk: unknown): Promise<boolean> => {
+        if (call.cancelled || call.destroyed) return false;
+        if (call.write(chunk)) return true;
+        return new Promise((resolve) => {
+          const onDrain = (): void => {
+            call.off('close', onClose);
+            resolve(true);
+          };
+          const onClose = (): void => {
+            call.off('drain', onDrain);
+            resolve(false);
+          };
+          call.once('drain', onDrain);
+          call.once('close', onClose);
+        });
+      };
+      if (!(await writeChunk({ header: { lastIndex, lastEpoch, sizeBytes, sha256Hex, clusterId } }))) return observe(grpc.status.CANCELLED);
+      for await (const data of createReadStream(snapshot.path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+        if (!(await writeChunk({ data }))) return observe(grpc.status.CANCELLED);
+      }
+      this.logger.info({ lastIndex, sizeBytes }, 'served a backup');
+      call.end();
+      return observe(grpc.status.OK);
+    } catch (error) {
+      const status = toServiceError(error);
+      if (status.code === grpc.status.INTERNAL) this.reportBug('Backup', error);
+      observe(status.code);
+      if (!call.cancelled && !call.destroyed) call.emit('error', status);
+      return;
+    } finally {
+      await snapshot?.remove().catch(() => undefined);
+    }
+  }
+
+  /**
+   * RotateSessionKey (admin): a new token-signing key signs every login from now on. Older keys keep
+   * working until the longest session they can have signed expires (now + the session lifetime), or stop
+   * at once with `revoke_previous`, which logs everyone out.
+   */
+  private async rotateSessionKey(request: Request, metadata: grpc.Metadata): Promise<unknown> {
+    this.requireAdminToken(metadata, 'session key rotation');
+    const requestId = validateRequestId(request.requestId);
+    const revokePrevious = request.revokePrevious === true;
+    const principal = 'admin';
+    const fingerprint = fingerprintOf('rotateSessionKey', revokePrevious);
+    const earlier = await this.earlierResult(requestId, principal, 'rotateSessionKey', fingerprint);
+    if (earlier !== undefined) return { keyId: earlier.keyId };
+    const keys = this.writePath.chat.sessionKeys();
+    if (keys.length === 0) throw new UnavailableError('the cluster is not initialised yet');
+    const envelope = this.envelope(requestId, principal, fingerprint);
+    const result = await this.submit({
+      kind: 'rotateSessionKey',
+      ...envelope,
+      keyId: Math.max(...keys.map((key) => key.id)) + 1,
+      secretHex: randomBytes(32).toString('hex'),
+      previousKeysRetireAtMs: revokePrevious ? envelope.timestampMs : envelope.timestampMs + this.limits.sessionTtlMs,
+    });
+    this.logger.info({ keyId: result.keyId, revokePrevious }, 'rotated the session-signing key');
+    if (revokePrevious) {
+      this.subscriptions.closeEveryone(new UnauthenticatedError('the session keys were revoked; log in again'));
+    }
+    return { keyId: result.keyId };
+  }
+
   // -----------------------------------------------------------------------------------------------------
   // Subscriptions.
 
@@ -518,10 +701,18 @@ export class ChatService {
     });
     // Registration and this replay run in the same turn of the event loop, and publish runs only after a
     // later commit, so no message falls between the replay and the live stream.
-    const replay =
-      call.request.includeQueued === true
-        ? this.writePath.chat.oldestUndelivered(caller.username, SUBSCRIBE_REPLAY_MAX_MESSAGES)
-        : this.writePath.chat.pushedUnacknowledged(caller.username, SUBSCRIBE_REPLAY_MAX_MESSAGES);
-    for (const message of replay) subscriber.push(message);
+    // The replay is bounded by bytes as well as by count, like the live backlog, so that a client that never
+    // reads pins about SUBSCRIBER_BUFFER_MAX_BYTES at most. What does not fit stays undelivered: it comes
+    // with the next Subscribe once these are acknowledged, or with ReadMessages.
+    const replay = this.writePath.chat.undeliveredWithinBytes(
+      caller.username,
+      call.request.includeQueued !== true,
+      SUBSCRIBER_BUFFER_MAX_BYTES,
+      SUBSCRIBE_REPLAY_MAX_MESSAGES,
+    );
+    // Only committed messages are replayed: a later one is applied but unacknowledged, may vanish in a
+    // failover, and reaches this subscriber through publish once it is committed.
+    const committedIndex = this.writePath.committedIndex();
+    for (const message of replay) if (message.sequence <= committedIndex) subscriber.push(message);
   }
 }

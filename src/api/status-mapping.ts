@@ -4,10 +4,12 @@
  * bug: the client gets INTERNAL without internals, and the caller logs the error.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ChatError, type ChatErrorCode, UnavailableError } from '../core/errors.js';
+import { ChatError, type ChatErrorCode, ResourceExhaustedError, UnavailableError } from '../core/errors.js';
 
 /** Metadata key naming the address of the current leader, for a client that asked a follower. */
 export const LEADER_METADATA_KEY = 'replichat-leader';
+/** Trailing metadata of a RESOURCE_EXHAUSTED that knows when to retry: milliseconds, as a decimal string. */
+export const RETRY_AFTER_METADATA_KEY = 'retry-after-ms';
 
 const STATUS_BY_CODE: Record<ChatErrorCode, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
@@ -26,6 +28,9 @@ export function toServiceError(error: unknown): Partial<grpc.StatusObject> & { c
     const metadata = new grpc.Metadata();
     if (error instanceof UnavailableError && error.leaderAddress !== undefined) {
       metadata.set(LEADER_METADATA_KEY, error.leaderAddress);
+    }
+    if (error instanceof ResourceExhaustedError && error.retryAfterMs !== undefined) {
+      metadata.set(RETRY_AFTER_METADATA_KEY, String(Math.ceil(error.retryAfterMs)));
     }
     return { code: STATUS_BY_CODE[error.code], details: error.message, metadata };
   }

@@ -14,6 +14,7 @@ import { chatServiceClientConstructor } from '../api/proto.js';
 import { ChatClientError } from './chat-client-error.js';
 import {
   type AccountPage,
+  type BackupHeader,
   type ChatMessage,
   countField,
   flagField,
@@ -23,6 +24,7 @@ import {
   type ReplicaStatus,
   textField,
   toAccountPage,
+  toBackupHeader,
   toChatMessage,
   toHistoryPage,
   toLoginResult,
@@ -30,6 +32,7 @@ import {
   toReplicaStatus,
 } from './chat-types.js';
 import {
+  type ConnectionListener,
   type EndListener,
   type MessageListener,
   ResilientSubscription,
@@ -39,8 +42,8 @@ import {
 import { isFailoverStatus, retryDelayMs, ServerRotation } from './server-rotation.js';
 
 export { ChatClientError } from './chat-client-error.js';
-export type { AccountPage, ChatMessage, FollowerStatus, HistoryPage, LoginResult, ReadResult, ReplicaStatus } from './chat-types.js';
-export type { EndListener, MessageListener, Subscription } from './resilient-subscription.js';
+export type { AccountPage, BackupHeader, ChatMessage, FollowerStatus, HistoryPage, LoginResult, ReadResult, ReplicaStatus } from './chat-types.js';
+export type { ConnectionListener, EndListener, MessageListener, Subscription } from './resilient-subscription.js';
 
 /** TLS with the CA in `caCertPath` (the system's roots when absent), or 'insecure' for plaintext. */
 export type ChatClientTls = { readonly caCertPath?: string } | 'insecure';
@@ -93,7 +96,9 @@ type ChatMethod =
   | 'DeleteMessages'
   | 'DeleteAccount'
   | 'GetReplicaStatus'
-  | 'RemoveMember';
+  | 'RemoveMember'
+  | 'ForceLeadership'
+  | 'Backup';
 
 type UnaryMethod = (
   request: object,
@@ -136,7 +141,11 @@ export class ChatClient {
   private closed = false;
 
   constructor(options: ChatClientOptions) {
-    this.rotation = new ServerRotation(options.servers);
+    // With a CA of the user's own choosing, a server the hint names must still prove with a certificate from
+    // that CA that it is the host it claims; with the system's roots or plaintext anyone could, so hints are
+    // followed only within the list (see server-rotation.ts).
+    const privateCa = options.tls !== 'insecure' && options.tls.caCertPath !== undefined;
+    this.rotation = new ServerRotation(options.servers, { followUnlistedHints: privateCa });
     this.credentials = credentialsFor(options.tls);
     this.token = options.sessionToken;
     this.deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
@@ -153,7 +162,7 @@ export class ChatClient {
     this.token = token;
   }
 
-  /** Every known server, starting with the one that answered last: the best order for the next process. */
+  /** The configured servers, starting with the one that answered last: the best order for the next process. */
   preferredServers(): string[] {
     return this.rotation.preferredOrder();
   }
@@ -231,18 +240,26 @@ export class ChatClient {
    * Streams the caller's messages to `onMessage`, each once, until close() or a final error; see
    * resilient-subscription.ts for how it survives a failover. `onEnd` is called exactly once.
    */
-  subscribe(options: { includeQueued: boolean }, onMessage: MessageListener, onEnd: EndListener): Subscription {
+  subscribe(
+    options: { includeQueued: boolean; onConnectionChange?: ConnectionListener },
+    onMessage: MessageListener,
+    onEnd: EndListener,
+  ): Subscription {
     const transport: SubscriptionTransport = {
       rotation: this.rotation,
-      retryBudgetMs: this.retryBudgetMs,
       openStream: (address, includeQueued) => {
         const subscribe = this.method<StreamMethod>(address, 'Subscribe');
         // No deadline: a subscription lasts as long as the caller wants it.
         return subscribe({ includeQueued }, this.metadata(true));
       },
     };
-    const subscription = new ResilientSubscription(transport, options.includeQueued, onMessage, onEnd, (finished) =>
-      this.subscriptions.delete(finished),
+    const subscription = new ResilientSubscription(
+      transport,
+      options.includeQueued,
+      onMessage,
+      onEnd,
+      (finished) => this.subscriptions.delete(finished),
+      options.onConnectionChange,
     );
     if (this.closed) {
       onEnd(new ChatClientError(grpc.status.CANCELLED, 'the client is closed'));
@@ -278,6 +295,67 @@ export class ChatClient {
    */
   async removeMember(ordinal: number): Promise<void> {
     await this.callWithFailover('RemoveMember', { ordinal }, true);
+  }
+
+  /**
+   * Operator only, the last resort: the replica at `address` (not the leader: the one to trust) names itself
+   * leader alone in the in-sync set. Asked once, with no failover: another replica must never be forced instead.
+   */
+  async forceLeadership(address: string): Promise<{ lastIndex: number; previousEpoch: number; previousInSync: number[] }> {
+    if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
+    try {
+      const answer = (await this.callOnce(address, 'ForceLeadership', { confirmDataLoss: true }, true, this.deadlineMs)) as {
+        lastIndex?: unknown;
+        previousEpoch?: unknown;
+        previousInSync?: unknown;
+      };
+      return {
+        lastIndex: Number(answer.lastIndex ?? 0),
+        previousEpoch: Number(answer.previousEpoch ?? 0),
+        previousInSync: Array.isArray(answer.previousInSync) ? answer.previousInSync.map(Number) : [],
+      };
+    } catch (error) {
+      throw ChatClientError.fromCallError(error);
+    }
+  }
+
+  /**
+   * Operator only: a consistent copy of the leader's database. Resolves with the header once a server
+   * (the leader, found like for any call) started sending; `chunks` then yields the file's bytes in order
+   * and throws if the stream breaks. The client's session token must be the servers' admin token.
+   */
+  async backup(): Promise<{ header: BackupHeader; chunks: AsyncIterable<Buffer> }> {
+    const budgetEndsAtMs = Date.now() + this.retryBudgetMs;
+    for (let attempt = 0; ; attempt += 1) {
+      if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
+      const address = this.rotation.current;
+      const stream = this.method<StreamMethod>(address, 'Backup')({}, this.metadata(true));
+      const iterator = (stream as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+      let first: IteratorResult<unknown>;
+      try {
+        first = await iterator.next();
+      } catch (error) {
+        const failure = ChatClientError.fromCallError(error);
+        if (!isFailoverStatus(failure.code) || failure.hopeless || Date.now() >= budgetEndsAtMs) throw failure;
+        const redirected = this.rotation.failedOver(address, failure.metadata);
+        await this.retryDelay(redirected && attempt === 0 ? 0 : retryDelayMs(attempt));
+        continue;
+      }
+      const header = toBackupHeader(first.done === true ? undefined : first.value);
+      async function* chunks(): AsyncIterable<Buffer> {
+        try {
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done === true) return;
+            const data = (next.value as { data?: unknown }).data;
+            if (Buffer.isBuffer(data)) yield data;
+          }
+        } catch (error) {
+          throw ChatClientError.fromCallError(error);
+        }
+      }
+      return { header, chunks: chunks() };
+    }
   }
 
   async replicaStatus(address: string, options: { deadlineMs?: number } = {}): Promise<ReplicaStatus> {
@@ -320,7 +398,8 @@ export class ChatClient {
         return await this.callOnce(address, method, request, authenticated, deadlineMs);
       } catch (error) {
         lastError = ChatClientError.fromCallError(error);
-        if (this.closed || !isFailoverStatus(lastError.code)) throw lastError;
+        // A TLS mismatch fails the same on every server and at every retry: say so now, not after 15 s.
+        if (this.closed || !isFailoverStatus(lastError.code) || lastError.hopeless) throw lastError;
       }
       const redirected = this.rotation.failedOver(address, lastError.metadata);
       // Following the leader's address is the expected path after a failover, so the first hop is immediate.
@@ -332,7 +411,7 @@ export class ChatClient {
     const failure = lastError ?? new ChatClientError(grpc.status.UNAVAILABLE, 'no attempt was made');
     throw new ChatClientError(
       failure.code,
-      `${failure.message} (${attempts} attempt${attempts === 1 ? '' : 's'} on ${[...triedAddresses].join(', ')})`,
+      `${failure.message} (tried ${[...triedAddresses].join(', ')} for ${Math.round(this.retryBudgetMs / 1000)} s)`,
       failure.metadata,
     );
   }

@@ -18,6 +18,8 @@ export interface ChatMessage {
 }
 
 export interface LoginResult {
+  /** The account's name as registered, which may differ in case from the name typed; '' from an old server. */
+  readonly username: string;
   readonly sessionToken: string;
   readonly unreadCount: number;
   readonly expiresAtMs: number;
@@ -77,6 +79,10 @@ export interface ReplicaStatus {
   readonly snapshotSeconds: number;
   readonly snapshotBytesReceived: number;
   readonly snapshotBytesTotal: number;
+  /** The configuration store the replica uses, or '' when it does not say. */
+  readonly configurationStore: string;
+  /** Whether it reaches that store; null when the replica does not say. */
+  readonly configurationStoreReachable: boolean | null;
 }
 
 type WireObject = Record<string, unknown>;
@@ -113,6 +119,7 @@ export function toChatMessages(value: unknown): ChatMessage[] {
 export function toLoginResult(value: unknown): LoginResult {
   const wire = asObject(value);
   return {
+    username: text(wire.username),
     sessionToken: text(wire.sessionToken),
     unreadCount: count(wire.unreadCount),
     expiresAtMs: count(wire.expiresAtMs),
@@ -172,6 +179,29 @@ export function toReplicaStatus(value: unknown): ReplicaStatus {
     snapshotSeconds: count(wire.snapshotSeconds),
     snapshotBytesReceived: count(wire.snapshotBytesReceived),
     snapshotBytesTotal: count(wire.snapshotBytesTotal),
+    configurationStore: text(wire.configurationStore),
+    // proto3 sends false for a field a server never set, so the flag counts only beside a store's name.
+    configurationStoreReachable: text(wire.configurationStore) === '' ? null : wire.configurationStoreReachable === true,
+  };
+}
+
+/** The first chunk of a Backup stream. */
+export interface BackupHeader {
+  readonly lastIndex: number;
+  readonly lastEpoch: number;
+  readonly sizeBytes: number;
+  readonly sha256Hex: string;
+  readonly clusterId: string;
+}
+
+export function toBackupHeader(value: unknown): BackupHeader {
+  const header = asObject(asObject(value).header);
+  return {
+    lastIndex: count(header.lastIndex),
+    lastEpoch: count(header.lastEpoch),
+    sizeBytes: count(header.sizeBytes),
+    sha256Hex: text(header.sha256Hex),
+    clusterId: text(header.clusterId),
   };
 }
 

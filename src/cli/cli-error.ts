@@ -31,3 +31,15 @@ export class UsageError extends CliError {
     super(message, 'USAGE', EXIT_USAGE);
   }
 }
+
+/**
+ * Ends a command with an exit code and nothing more: the command printed its verdict already, as `status`
+ * does before it exits 3 or 4.
+ */
+export class SilentExit extends CliError {
+  override name = 'SilentExit';
+
+  constructor(exitCode: number) {
+    super('', 'EXIT', exitCode);
+  }
+}

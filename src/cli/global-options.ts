@@ -3,6 +3,7 @@
  * settings a command needs. Flags win over the environment; the servers fall back to the ones remembered in
  * the session file, then to a local server, so that `replichat login --servers ...` is needed only once.
  */
+import { resolve } from 'node:path';
 import type { ChatClientTls } from './chat-client.js';
 import { UsageError } from './cli-error.js';
 import { defaultSessionFilePath } from './session-file.js';
@@ -13,14 +14,18 @@ export interface GlobalOptionValues {
   readonly caCert?: string;
   readonly insecure?: boolean;
   readonly sessionFile?: string;
+  readonly profile?: string;
   readonly json?: boolean;
 }
 
 export interface CliSettings {
   /** Servers given by --servers or REPLICHAT_SERVERS; undefined when neither was given. */
   readonly explicitServers: string[] | undefined;
-  readonly tls: ChatClientTls;
+  /** TLS as --ca-cert, --insecure or their environment twins ask; undefined when none of them is given. */
+  readonly explicitTls: ChatClientTls | undefined;
   readonly sessionFilePath: string;
+  /** The profile --profile or REPLICHAT_PROFILE names; undefined for the current one. */
+  readonly profile: string | undefined;
   readonly json: boolean;
 }
 
@@ -57,15 +62,17 @@ export function resolveSettings(
   if (insecure && options.caCert !== undefined && options.caCert !== '') {
     throw new UsageError('--insecure and --ca-cert exclude each other');
   }
-  const caCertPath = options.caCert === undefined || options.caCert === '' ? undefined : options.caCert;
+  // The path is kept absolute, because a profile remembers it for commands run from other directories.
+  const caCertPath = options.caCert === undefined || options.caCert === '' ? undefined : resolve(options.caCert);
   const sessionFile =
     options.sessionFile !== undefined && options.sessionFile !== ''
       ? options.sessionFile
       : defaultSessionFilePath(environment);
   return {
     explicitServers: options.servers === undefined || options.servers === '' ? undefined : parseServerList(options.servers),
-    tls: insecure ? 'insecure' : caCertPath === undefined ? {} : { caCertPath },
+    explicitTls: insecure ? 'insecure' : caCertPath === undefined ? undefined : { caCertPath },
     sessionFilePath: sessionFile,
+    profile: options.profile === undefined || options.profile === '' ? undefined : options.profile,
     json: options.json === true,
   };
 }

@@ -1,17 +1,24 @@
 /**
- * `replichat chat`: the interactive client. It asks for a username, asks for the password of an existing
- * account or a new password (twice) for a new one, logs in, and then reads commands at a `name> ` prompt
- * while a subscription prints incoming messages as they arrive. An incoming message must not break the
- * line being typed, so it clears that line, prints the message, and redraws the prompt with the partial
- * input; each message is acknowledged once it has been shown.
+ * `replichat chat`: the interactive client. It resumes the stored session of the current profile when the
+ * server still accepts it; otherwise it asks for a username, for the password of an existing account or a
+ * new password (twice) for a new one, and logs in. It then reads commands at a `name> ` prompt (Node's
+ * readline: line editing, history) while a subscription prints incoming messages as they arrive, the
+ * unread ones first. An incoming message must not destroy the line being typed, however many terminal
+ * rows that line spans: the whole input (prompt and every wrapped row) is erased, the message printed, and
+ * the input drawn again below it with the cursor where it was, so that readline's idea of the screen stays
+ * true. Each message is acknowledged once it has been shown, so a message never counts as delivered
+ * unseen.
  */
 import * as grpc from '@grpc/grpc-js';
-import { clearLine, cursorTo } from 'node:readline';
+import type { Interface } from 'node:readline';
+import { clearScreenDown, cursorTo, moveCursor } from 'node:readline';
 import { validateUsername } from '../core/validation.js';
 import type { ChatClient, ChatMessage, Subscription } from './chat-client.js';
 import { ChatClientError } from './chat-client-error.js';
 import { CliError } from './cli-error.js';
 import type { CliContext } from './cli-context.js';
+import type { StoredSession } from './session-file.js';
+import { nextHistoryPageCommand } from './message-commands.js';
 import { countOf, describeError, escapeForTerminal, formatMessage } from './output.js';
 import { askPasswordOnTerminal, promptEnded } from './password-input.js';
 import { TerminalInput } from './terminal-input.js';
@@ -50,18 +57,58 @@ class InteractiveChat {
     private readonly context: CliContext,
     private readonly client: ChatClient,
     private readonly terminal: TerminalInput,
+    /** The current profile's session, tried before asking for a password. */
+    private readonly storedSession: StoredSession | undefined,
   ) {}
 
   async run(): Promise<void> {
-    if (!(await this.logIn())) return;
+    if (!(await this.resumeSession()) && !(await this.logIn())) return;
     this.subscription = this.client.subscribe(
-      { includeQueued: false },
+      {
+        // Every undelivered message comes first: the unread ones are shown at login, not left for /read.
+        includeQueued: true,
+        onConnectionChange: (change, error) => {
+          if (this.leaving) return;
+          this.showAsync(
+            change === 'lost'
+              ? `Live messages interrupted (${error === undefined ? 'connection lost' : describeError(error).line}); ` +
+                  'reconnecting in the background. Messages sent meanwhile wait on the server.'
+              : 'Live messages are back.',
+          );
+        },
+      },
       (message) => this.showIncoming(message),
       (error) => {
-        if (error !== undefined && !this.leaving) this.showAsync(`Live messages stopped: ${describeError(error).line}. /read still works.`);
+        if (error !== undefined && !this.leaving) this.showAsync(`Live messages stopped: ${describeError(error).line}.`);
       },
     );
     await this.commandLoop();
+  }
+
+  /**
+   * Uses the stored session if the server still accepts it; resolves false (and says why when it matters)
+   * when there is none or it has ended.
+   */
+  private async resumeSession(): Promise<boolean> {
+    const session = this.storedSession;
+    if (session === undefined) return false;
+    if (session.expiresAtMs <= Date.now()) {
+      this.say(`The session of ${session.username} has expired; log in again.`);
+      return false;
+    }
+    this.client.sessionToken = session.sessionToken;
+    try {
+      // The cheapest call that needs a session.
+      await this.client.listAccounts({ pattern: session.username, pageSize: 1 });
+    } catch (error) {
+      if (!(error instanceof ChatClientError && error.code === grpc.status.UNAUTHENTICATED)) throw error;
+      this.client.sessionToken = undefined;
+      this.say(`The session of ${session.username} has ended; log in again.`);
+      return false;
+    }
+    this.username = session.username;
+    this.say(`Logged in as ${session.username} (the stored session; /logout ends it). /help lists the commands.`);
+    return true;
   }
 
   // -----------------------------------------------------------------------------------------------------
@@ -114,11 +161,13 @@ class InteractiveChat {
 
   private async openSession(username: string, password: string): Promise<boolean> {
     const login = await this.client.login(username, password);
-    this.username = username;
     // The session is stored like `login` stores it, so that one-shot commands work alongside the chat.
-    await this.context.saveSession(username, login, this.client);
-    this.say(`Logged in as ${username}. ${countOf(login.unreadCount, 'unread message')}.`);
-    this.say(login.unreadCount > 0 ? '/read shows them; /help lists the commands.' : '/help lists the commands.');
+    const saved = await this.context.saveSession(username, login, this.client, this.storedSession);
+    this.username = saved.session.username;
+    this.say(
+      `Logged in as ${this.username}. ${countOf(login.unreadCount, 'unread message')}` +
+        `${login.unreadCount > 0 ? ', shown below' : ''}. /help lists the commands.`,
+    );
     return true;
   }
 
@@ -139,14 +188,12 @@ class InteractiveChat {
       this.heldLines.push(line);
       return;
     }
-    if (this.terminal.isTerminal) {
-      clearLine(process.stdout, 0);
-      cursorTo(process.stdout, 0);
+    if (!this.terminal.isTerminal || !this.terminal.asking) {
+      // Off a terminal there is no input on the screen; while a command runs, no prompt is shown.
+      process.stdout.write(`${line}\n`);
+      return;
     }
-    process.stdout.write(`${line}\n`);
-    // Redraw the prompt with what was typed so far; a running command prompts when it is done. Off a
-    // terminal nothing was erased, so there is nothing to redraw.
-    if (this.terminal.isTerminal && this.terminal.asking) this.terminal.readline.prompt(true);
+    printAboveInput(this.terminal.readline, process.stdout, line);
   }
 
   /** Asks for a password while holding incoming messages back, so that none lands in the hidden prompt. */
@@ -259,7 +306,10 @@ class InteractiveChat {
     if (page.messages.length === 0) this.say('No messages.');
     // The server pages newest first; a conversation reads oldest first.
     for (const message of [...page.messages].reverse()) this.say(formatMessage(message, { showRecipient: true }));
-    if (page.nextPageToken !== '') this.say(`(older messages: replichat history --page-token ${page.nextPageToken})`);
+    if (page.nextPageToken !== '') {
+      const next = nextHistoryPageCommand({ ...(withUsername === undefined ? {} : { with: withUsername }), pageSize: HISTORY_PAGE_SIZE }, page.nextPageToken);
+      this.say(`(older messages: ${next})`);
+    }
   }
 
   private async users(pattern: string | undefined): Promise<void> {
@@ -311,12 +361,41 @@ class InteractiveChat {
   }
 }
 
+/**
+ * Prints `text` as whole lines above the input that readline shows, and draws the input again.
+ *
+ * readline remembers on which row of the wrapped input its cursor is, and moves up that many rows before
+ * every redraw. So the input is erased from its first row (the cursor's row, minus the rows above it),
+ * the text printed there, and the prompt and line written again below it; the cursor is then put back on
+ * the same row and column of the input as before, where readline believes it is.
+ */
+export function printAboveInput(readline: Interface, output: NodeJS.WriteStream, text: string): void {
+  const cursor = readline.getCursorPos();
+  moveCursor(output, 0, -cursor.rows);
+  cursorTo(output, 0);
+  clearScreenDown(output);
+  output.write(`${text}\n`);
+  const input = readline.getPrompt() + readline.line;
+  output.write(input);
+  // The position after the last character, measured by readline itself so that wide characters count right.
+  const savedCursor = readline.cursor;
+  (readline as { cursor: number }).cursor = readline.line.length;
+  const end = readline.getCursorPos();
+  (readline as { cursor: number }).cursor = savedCursor;
+  // A terminal keeps the cursor on the last column after filling a row; a space moves it to the next row,
+  // where readline's arithmetic expects it (readline does the same).
+  if (end.cols === 0 && input.length > 0) output.write(' ');
+  cursorTo(output, cursor.cols);
+  moveCursor(output, 0, cursor.rows - end.rows);
+}
+
 /** Runs the interactive chat until /quit, /logout, Ctrl-C or the end of the input. */
 export async function runInteractiveChat(context: CliContext): Promise<void> {
   const terminal = new TerminalInput(process.stdin, process.stdout, { historySize: COMMAND_HISTORY_SIZE });
   try {
-    const client = context.client(undefined, context.serversFor(await context.optionalSession()));
-    await new InteractiveChat(context, client, terminal).run();
+    const session = await context.optionalSession();
+    const client = context.client(undefined, context.serversFor(session), session);
+    await new InteractiveChat(context, client, terminal, session).run();
   } finally {
     terminal.close();
   }

@@ -1,7 +1,9 @@
 /**
  * `listen`: prints the messages pushed to the logged-in user as they arrive, one line each (one JSON object
  * per line with --json), and acknowledges each one once it is printed, so that the server counts it as
- * delivered only when someone could have seen it. Runs until SIGINT or SIGTERM, or until --count messages.
+ * delivered only when someone could have seen it. Runs until SIGINT or SIGTERM, or until --count messages;
+ * an outage of the cluster, however long, does not end it: the subscription says once on stderr that it
+ * was lost, keeps reconnecting, says when it is back, and then prints what was sent meanwhile.
  */
 import type { Command } from 'commander';
 import type { ChatClient, ChatMessage } from './chat-client.js';
@@ -42,7 +44,17 @@ function listen(client: ChatClient, output: Output, options: ListenOptions): Pro
       void chain.then(() => (error === undefined ? resolve() : reject(error)));
     };
     const subscription = client.subscribe(
-      { includeQueued: options.includeQueued === true },
+      {
+        includeQueued: options.includeQueued === true,
+        onConnectionChange: (change, error) => {
+          output.notice(
+            change === 'lost'
+              ? `replichat: live messages interrupted (${error === undefined ? 'connection lost' : describeError(error).line}); ` +
+                  'reconnecting until the cluster answers; messages sent meanwhile wait on the server'
+              : 'replichat: live messages are back',
+          );
+        },
+      },
       (message) => {
         chain = chain.then(() => show(message));
       },

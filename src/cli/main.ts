@@ -5,7 +5,7 @@
  * itself; a last-resort timer makes sure it ends promptly even if something was left open.
  */
 import { CommanderError } from 'commander';
-import { EXIT_SUCCESS, EXIT_USAGE } from './cli-error.js';
+import { EXIT_SUCCESS, EXIT_USAGE, SilentExit } from './cli-error.js';
 import { describeError, Output } from './output.js';
 import { buildProgram } from './program.js';
 import { runServerCommand, serverArguments } from './server-command.js';
@@ -21,6 +21,7 @@ async function runClientCommand(argv: readonly string[]): Promise<number> {
   } catch (error) {
     // Commander already printed its message; help and --version end as successes.
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT_SUCCESS : EXIT_USAGE;
+    if (error instanceof SilentExit) return error.exitCode;
     const report = describeError(error);
     new Output(program.opts<{ json?: boolean }>().json === true).failure(report);
     return report.exitCode;

@@ -18,6 +18,16 @@ async function messageBody(words: readonly string[]): Promise<string> {
   return words.join(' ');
 }
 
+/** The command that shows the next page: the same filter and page size, and the new token. */
+export function nextHistoryPageCommand(options: { readonly with?: string; readonly pageSize?: number }, pageToken: string): string {
+  return [
+    'replichat history',
+    ...(options.with === undefined ? [] : [`--with ${options.with}`]),
+    ...(options.pageSize === undefined ? [] : [`--page-size ${options.pageSize}`]),
+    `--page-token ${pageToken}`,
+  ].join(' ');
+}
+
 export function addMessageCommands(program: Command): void {
   program
     .command('send')
@@ -59,7 +69,8 @@ export function addMessageCommands(program: Command): void {
     .option('--page-token <token>', 'the page token printed after the previous page')
     .addHelpText(
       'after',
-      '\nText output shows each page oldest first. With --json: {"messages": [...] newest first, "nextPageToken"}.',
+      '\nNewest first, in text and with --json: {"messages": [...], "nextPageToken"} (empty on the last page).\n' +
+        'The line after a page that is not the last is the command for the next (older) page.',
     )
     .action(
       async (
@@ -76,10 +87,10 @@ export function addMessageCommands(program: Command): void {
           context.output.result(page, () =>
             page.messages.length === 0
               ? ['No messages.']
-              : [...page.messages].reverse().map((message) => formatMessage(message, { showRecipient: true })),
+              : page.messages.map((message) => formatMessage(message, { showRecipient: true })),
           );
           if (!context.settings.json && page.nextPageToken !== '') {
-            context.output.notice(`Older messages: replichat history --page-token ${page.nextPageToken}`);
+            context.output.notice(`Older messages: ${nextHistoryPageCommand(options, page.nextPageToken)}`);
           }
         });
       },

@@ -1,9 +1,12 @@
 /**
- * A Subscribe stream that survives a failover. When the stream is lost (UNAVAILABLE, a dropped connection,
- * or a server that ends it), it subscribes again on the leader or the next server, this time with
- * include_queued set so that messages queued while it was away reach it too. The server replays every
- * message the client has not acknowledged, so the same message can arrive twice; the subscription drops
- * repeats by message id and hands each message to the caller once.
+ * A Subscribe stream that survives failovers and outages of any length. When the stream is lost
+ * (UNAVAILABLE, a dropped connection, or a server that ends it), it subscribes again on the leader or the
+ * next server, this time with include_queued set so that messages queued while it was away reach it too,
+ * and it keeps trying, with a backoff capped at a few seconds, until it is closed or refused for good
+ * (UNAUTHENTICATED after a logout, for example). It tells its owner once when the stream is lost and once
+ * when it is back, not at every attempt. The server replays every message the client has not
+ * acknowledged, so the same message can arrive twice; the subscription drops repeats by message id and
+ * hands each message to the caller once.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -14,8 +17,6 @@ import { isFailoverStatus, retryDelayMs, type ServerRotation } from './server-ro
 /** What a subscription needs from the client that created it. */
 export interface SubscriptionTransport {
   readonly rotation: ServerRotation;
-  /** How long the subscription may go without a working stream before it gives up. */
-  readonly retryBudgetMs: number;
   /** Starts one Subscribe call on `address`, with the client's current session token. */
   openStream(address: string, includeQueued: boolean): grpc.ClientReadableStream<unknown>;
 }
@@ -29,6 +30,14 @@ export interface Subscription {
 export type MessageListener = (message: ChatMessage) => void;
 /** Called exactly once: with no error after close(), or with the error that ended the subscription. */
 export type EndListener = (error?: ChatClientError) => void;
+/**
+ * Called when the live stream is lost ('lost', with the error; it is being retried in the background) and
+ * when a stream works again ('restored'). Each outage gives one of each, however many attempts it takes.
+ */
+export type ConnectionListener = (change: 'lost' | 'restored', error?: ChatClientError) => void;
+
+/** Retries of a lost stream back off up to this: an outage ends unannounced, so keep asking often enough. */
+export const SUBSCRIPTION_RETRY_DELAY_MAX_MS = 3000;
 
 /** How many message ids are remembered to drop repeats; a replay is far shorter than this. */
 export const SEEN_MESSAGE_IDS_MAX = 10_000;
@@ -67,8 +76,9 @@ export class ResilientSubscription implements Subscription {
   private stableTimer: NodeJS.Timeout | undefined;
   private finished = false;
   /** When the current run of failed streams began; undefined while a stream works. */
-  private failureStreakStartedAtMs: number | undefined;
   private failureCount = 0;
+  /** True between a 'lost' report and the next 'restored' one. */
+  private reportedLost = false;
   private readonly seenMessageIds = new RecentIdSet(SEEN_MESSAGE_IDS_MAX);
 
   constructor(
@@ -78,6 +88,7 @@ export class ResilientSubscription implements Subscription {
     private readonly onEnd: EndListener,
     /** Tells the client that created this subscription that it no longer needs closing. */
     private readonly onFinished: (subscription: ResilientSubscription) => void,
+    private readonly onConnectionChange?: ConnectionListener,
   ) {}
 
   start(): void {
@@ -108,7 +119,7 @@ export class ResilientSubscription implements Subscription {
     };
     stream.on('data', (wire: unknown) => {
       if (streamDone || this.finished) return;
-      this.resetFailureStreak();
+      this.streamWorks();
       const message = toChatMessage(wire);
       if (this.seenMessageIds.add(message.id)) this.onMessage(message);
     });
@@ -120,13 +131,20 @@ export class ResilientSubscription implements Subscription {
         streamEnded(new ChatClientError(grpcStatus.UNAVAILABLE, 'the server ended the subscription', status.metadata));
       }
     });
-    this.stableTimer = setTimeout(() => this.resetFailureStreak(), STREAM_STABLE_AFTER_MS);
+    // The server sends headers once the subscription is registered: from then on, nothing is missed.
+    stream.on('metadata', () => {
+      if (!streamDone && !this.finished) this.streamWorks();
+    });
+    this.stableTimer = setTimeout(() => this.streamWorks(), STREAM_STABLE_AFTER_MS);
     this.stableTimer.unref();
   }
 
-  private resetFailureStreak(): void {
-    this.failureStreakStartedAtMs = undefined;
+  private streamWorks(): void {
     this.failureCount = 0;
+    if (this.reportedLost) {
+      this.reportedLost = false;
+      this.onConnectionChange?.('restored');
+    }
   }
 
   private streamLost(address: string, error: ChatClientError): void {
@@ -135,20 +153,14 @@ export class ResilientSubscription implements Subscription {
       this.finish(error);
       return;
     }
-    const nowMs = Date.now();
-    this.failureStreakStartedAtMs ??= nowMs;
-    if (nowMs - this.failureStreakStartedAtMs >= this.transport.retryBudgetMs) {
-      this.finish(
-        new ChatClientError(
-          error.code,
-          `the subscription was lost and no server took it back within ${this.transport.retryBudgetMs} ms: ${error.message}`,
-          error.metadata,
-        ),
-      );
-      return;
+    // The first loss is reported after one quick retry, so that an ordinary failover (a follower's
+    // refusal that names the leader) passes without a word.
+    if (!this.reportedLost && this.failureCount >= 1) {
+      this.reportedLost = true;
+      this.onConnectionChange?.('lost', error);
     }
     const redirected = this.transport.rotation.failedOver(address, error.metadata);
-    const delayMs = redirected && this.failureCount === 0 ? 0 : retryDelayMs(this.failureCount);
+    const delayMs = redirected && this.failureCount === 0 ? 0 : retryDelayMs(this.failureCount, SUBSCRIPTION_RETRY_DELAY_MAX_MS);
     this.failureCount += 1;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;

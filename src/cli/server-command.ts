@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 
 /** Client options that take a value, which may stand before the word `server` on the command line. */
-const GLOBAL_OPTIONS_WITH_VALUE: ReadonlySet<string> = new Set(['--servers', '--ca-cert', '--session-file']);
+const GLOBAL_OPTIONS_WITH_VALUE: ReadonlySet<string> = new Set(['--servers', '--ca-cert', '--session-file', '--profile']);
 const GLOBAL_FLAGS: ReadonlySet<string> = new Set(['--insecure', '--json']);
 
 /**

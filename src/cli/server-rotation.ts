@@ -2,6 +2,12 @@
  * Which server a client asks next. The client starts from the server that answered last, because in a
  * primary-backup cluster that is most likely still the leader; a follower's UNAVAILABLE answer that names
  * the leader moves it straight there, and any other failure moves it to the next address in the list.
+ *
+ * A hint is only a hint: a follower can be wrong or lying, and following it sends the password along. So a
+ * hint is followed only to an address in the configured list, or, when `followUnlistedHints` is set, to
+ * any address: the client sets that only when it verifies servers against a private CA given by the user,
+ * so that an unlisted server must still present a certificate that the cluster's CA issued for its name.
+ * Addresses learned from hints are never part of `preferredOrder()`, which the session file stores.
  */
 import * as grpc from '@grpc/grpc-js';
 import { LEADER_METADATA_KEY } from '../api/status-mapping.js';
@@ -26,7 +32,9 @@ export function isFailoverStatus(code: number): boolean {
 export function leaderAddressFrom(metadata: grpc.Metadata | undefined): string | undefined {
   const value = metadata?.get(LEADER_METADATA_KEY)[0];
   const address = typeof value === 'string' ? value.trim() : value?.toString('utf8').trim();
-  return address === undefined || address === '' ? undefined : address;
+  // Anything but a short host:port is not an address, whatever a server says.
+  if (address === undefined || address.length > 255 || !/^[^\s,]+:\d{1,5}$/.test(address)) return undefined;
+  return address;
 }
 
 const RETRY_DELAY_FIRST_MS = 50;
@@ -34,30 +42,48 @@ const RETRY_DELAY_MAX_MS = 1000;
 
 /**
  * How long to wait before retry number `retryNumber` (0 for the first retry): doubling from 50 ms up to
- * 1 s, with half of it random so that many clients that lost the same leader do not retry in lockstep.
+ * `maxMs` (1 s unless told), with half of it random so that many clients that lost the same leader do not
+ * retry in lockstep.
  */
-export function retryDelayMs(retryNumber: number): number {
-  const ceiling = Math.min(RETRY_DELAY_MAX_MS, RETRY_DELAY_FIRST_MS * 2 ** Math.min(retryNumber, 16));
+export function retryDelayMs(retryNumber: number, maxMs = RETRY_DELAY_MAX_MS): number {
+  const ceiling = Math.min(maxMs, RETRY_DELAY_FIRST_MS * 2 ** Math.min(retryNumber, 16));
   return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+export interface ServerRotationOptions {
+  /** Follow a hint to an address outside the list; see the module comment for when that is safe. */
+  readonly followUnlistedHints?: boolean;
 }
 
 export class ServerRotation {
   private readonly addresses: string[];
+  private readonly followUnlistedHints: boolean;
   private currentIndex = 0;
+  /** A hinted leader outside the list that the next attempt goes to; cleared when it fails. */
+  private unlistedLeader: string | undefined;
 
-  constructor(addresses: readonly string[]) {
+  constructor(addresses: readonly string[], options: ServerRotationOptions = {}) {
     if (addresses.length === 0) throw new Error('at least one server address is needed');
     this.addresses = [...new Set(addresses)];
+    this.followUnlistedHints = options.followUnlistedHints === true;
   }
 
   /** The address to ask now. */
   get current(): string {
-    return this.addresses[this.currentIndex]!;
+    return this.unlistedLeader ?? this.addresses[this.currentIndex]!;
   }
 
-  /** Every known address, starting with the current one, for example to remember in a session file. */
+  /**
+   * The configured addresses, starting with the one that answered last, for example to remember in a
+   * session file. Never an address that only a hint named.
+   */
   preferredOrder(): string[] {
     return [...this.addresses.slice(this.currentIndex), ...this.addresses.slice(0, this.currentIndex)];
+  }
+
+  /** True when `address` is one of the configured addresses. */
+  isListed(address: string): boolean {
+    return this.addresses.includes(address);
   }
 
   /**
@@ -67,16 +93,23 @@ export class ServerRotation {
    * nothing, so that concurrent calls do not skip servers.
    */
   failedOver(failedAddress: string, metadata: grpc.Metadata | undefined): boolean {
+    if (failedAddress === this.unlistedLeader) {
+      // The unlisted leader failed: back to the configured list, where the rotation stood.
+      this.unlistedLeader = undefined;
+      return false;
+    }
     const leader = leaderAddressFrom(metadata);
     if (leader !== undefined && leader !== failedAddress) {
-      let leaderIndex = this.addresses.indexOf(leader);
-      if (leaderIndex === -1) {
-        // A leader outside the configured list is still the one to ask; it is remembered like the others.
-        this.addresses.push(leader);
-        leaderIndex = this.addresses.length - 1;
+      const leaderIndex = this.addresses.indexOf(leader);
+      if (leaderIndex !== -1) {
+        this.currentIndex = leaderIndex;
+        return true;
       }
-      this.currentIndex = leaderIndex;
-      return true;
+      if (this.followUnlistedHints) {
+        this.unlistedLeader = leader;
+        return true;
+      }
+      // An unlisted address is ignored: the rotation goes on through the list as for any failure.
     }
     if (failedAddress === this.current) this.currentIndex = (this.currentIndex + 1) % this.addresses.length;
     return false;

@@ -83,7 +83,33 @@ export interface DeleteAccountCommand extends RequestEnvelope {
   readonly username: string;
 }
 
+/**
+ * A login verified a password against a hash made with older scrypt parameters, and re-hashed it with the
+ * current ones (src/api/password-hashing.ts). Applies only while the account still holds `previousHash`,
+ * so that it never overwrites a newer hash.
+ */
+export interface UpgradePasswordHashCommand extends RequestEnvelope {
+  readonly kind: 'upgradePasswordHash';
+  readonly username: string;
+  readonly previousHash: string;
+  readonly passwordHash: string;
+}
+
+/**
+ * The RotateSessionKey admin RPC: a new token-signing key, which signs every session from now on. Every older
+ * key still live retires at `previousKeysRetireAtMs` (src/core/session-token.ts).
+ */
+export interface RotateSessionKeyCommand extends RequestEnvelope {
+  readonly kind: 'rotateSessionKey';
+  /** One more than the newest key's id. */
+  readonly keyId: number;
+  readonly secretHex: string;
+  readonly previousKeysRetireAtMs: number;
+}
+
 export type ClientCommand =
+  | UpgradePasswordHashCommand
+  | RotateSessionKeyCommand
   | CreateAccountCommand
   | LoginCommand
   | LogoutCommand
@@ -112,12 +138,19 @@ export interface CommandResults {
   initializeCluster: Record<string, never>;
   configuration: Record<string, never>;
   createAccount: { readonly username: string };
-  login: { readonly sessionId: string; readonly expiresAtMs: number };
+  /** `keyId`: the key that signs this session's token (absent in results recorded before keys rotated: 0). */
+  login: { readonly sessionId: string; readonly expiresAtMs: number; readonly keyId?: number };
   logout: Record<string, never>;
+  /**
+   * The idempotency record keeps this without `body` (erasure: a deleted message's body must not survive in
+   * it); a replay reads the body from the message itself, if it still exists.
+   */
   sendMessage: { readonly message: StoredMessage };
   markDelivered: { readonly messageIds: readonly string[]; readonly changedCount: number };
   deleteMessages: { readonly deletedCount: number };
   deleteAccount: Record<string, never>;
+  upgradePasswordHash: { readonly upgraded: boolean };
+  rotateSessionKey: { readonly keyId: number };
 }
 
 export type CommandResult<K extends Command['kind'] = Command['kind']> = CommandResults[K];

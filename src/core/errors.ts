@@ -58,9 +58,12 @@ export class PermissionDeniedError extends ChatError {
   }
 }
 
-/** A per-user or per-server quota is used up; retrying later may succeed. */
+/** A per-user or per-server quota is used up; retrying later may succeed, after `retryAfterMs` when given. */
 export class ResourceExhaustedError extends ChatError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
     super('RESOURCE_EXHAUSTED', message);
   }
 }

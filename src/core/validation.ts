@@ -35,6 +35,16 @@ export function validateUsername(value: unknown, field = 'username'): string {
   return username;
 }
 
+/**
+ * The form of a username that decides uniqueness: NFC, then lower case. Two names with the same key are the
+ * same account ("Dave" and "dave"); the name is still stored and shown as it was typed. Names are ASCII
+ * today (USERNAME_PATTERN), where this is exactly Unicode case folding; if the pattern ever admits other
+ * letters, full case folding (CaseFolding.txt: 'ß' to 'ss', final sigma) and NFKC would have to replace it.
+ */
+export function usernameKey(username: string): string {
+  return username.normalize('NFC').toLowerCase();
+}
+
 export function validatePassword(value: unknown): string {
   const password = requireString(value, 'password');
   if (password.length < PASSWORD_MIN_LENGTH) {

@@ -1,6 +1,8 @@
 /**
  * Prometheus metrics of one replica: Node's default process metrics, per-method RPC counts by status code,
- * RPC latency histograms, and the replica's log position and subscriber count.
+ * RPC latency histograms, redirects, the replica's log position, replication, snapshot, SQLite commit and
+ * configuration-store metrics, and its subscriber count. The Grafana dashboard and the alerts of
+ * helm/replichat query these names; test/monitoring.test.ts checks that every name they use is exported.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -18,6 +20,8 @@ export interface MetricSources {
     waiting: boolean;
     snapshotting: boolean;
     snapshotBytesReceived: number;
+    /** Members of this replica's latest configuration, in sync or joining; the leader's follower count + 1 when absent. */
+    memberCount?: number;
   };
 }
 
@@ -40,6 +44,10 @@ export class ReplicaMetrics {
   private readonly replicationRoundTrip: Histogram;
   private readonly snapshotsServed: Counter<'outcome'>;
   private readonly snapshotBytesServed: Counter;
+  private readonly sqliteCommitSeconds: Histogram;
+  private readonly redirects: Counter<'method'>;
+  private readonly configurationStoreReachable: Gauge<'backend'>;
+  private readonly podLabelFailures: Counter;
 
   constructor(sources: MetricSources) {
     collectDefaultMetrics({ register: this.registry });
@@ -167,6 +175,55 @@ export class ReplicaMetrics {
       registers: [this.registry],
     });
     new Gauge({
+      name: 'replichat_members',
+      help: 'Members of this replica\'s latest configuration, in sync or joining (compare with replichat_in_sync_replicas).',
+      registers: [this.registry],
+      collect() {
+        const replication = sources.replication();
+        if (replication.memberCount !== undefined) this.set(replication.memberCount);
+        else if (replication.role === 'leader') this.set(replication.followers.length + 1);
+        else this.reset();
+      },
+    });
+    // Every leadership begins with a new epoch (a compare-and-swap naming the leader with epoch + 1), so the
+    // leader changes this replica has seen are the increases of its epoch. Counting them when scraped loses
+    // none, because the difference since the last scrape is added whole.
+    let epochSeenLast: number | undefined;
+    new Counter({
+      name: 'replichat_leader_changes_total',
+      help: 'Leader changes this replica has seen since it started (increases of its epoch).',
+      registers: [this.registry],
+      collect() {
+        const epoch = sources.replication().epoch;
+        if (epochSeenLast !== undefined && epoch > epochSeenLast) this.inc(epoch - epochSeenLast);
+        epochSeenLast = epoch;
+      },
+    });
+    this.sqliteCommitSeconds = new Histogram({
+      name: 'replichat_sqlite_commit_seconds',
+      help: 'Time of one SQLite transaction that appends log entries (fsync included).',
+      // From 50 µs (a commit in the page cache) to 1 s (a disk that stalls).
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [this.registry],
+    });
+    this.redirects = new Counter({
+      name: 'replichat_redirects_total',
+      help: 'Client RPCs answered UNAVAILABLE with the leader\'s address (a redirect, not an error), by method.',
+      labelNames: ['method'],
+      registers: [this.registry],
+    });
+    this.configurationStoreReachable = new Gauge({
+      name: 'replichat_configuration_store_reachable',
+      help: '1 while the last request to the configuration store succeeded, 0 after it failed, by backend.',
+      labelNames: ['backend'],
+      registers: [this.registry],
+    });
+    this.podLabelFailures = new Counter({
+      name: 'replichat_pod_label_failures_total',
+      help: 'Failed updates of this pod\'s role label (writes go on; the leader Service may point nowhere).',
+      registers: [this.registry],
+    });
+    new Gauge({
       name: 'replichat_subscribers',
       help: 'Open Subscribe streams on this replica.',
       registers: [this.registry],
@@ -194,8 +251,31 @@ export class ReplicaMetrics {
     this.replicationRoundTrip.observe(durationSeconds);
   }
 
-  /** Records one finished RPC; implements the api layer's RpcObserver. */
-  observe(method: string, code: grpc.status, durationSeconds: number): void {
+  /** Records one SQLite transaction of the log, fsync included. */
+  observeCommit(durationSeconds: number): void {
+    this.sqliteCommitSeconds.observe(durationSeconds);
+  }
+
+  /** Records whether the last request to the configuration store (etcd, kubernetes) succeeded. */
+  setConfigurationStoreReachable(backend: string, reachable: boolean): void {
+    this.configurationStoreReachable.set({ backend }, reachable ? 1 : 0);
+  }
+
+  /** Records a failed update of this pod's role label. */
+  onPodLabelFailure(): void {
+    this.podLabelFailures.inc();
+  }
+
+  /**
+   * Records one finished RPC; implements the api layer's RpcObserver. A redirect (UNAVAILABLE naming the
+   * leader) is counted in replichat_redirects_total only, so that replichat_rpc_requests_total holds answers
+   * and errors and a dashboard of errors by code needs no subtraction.
+   */
+  observe(method: string, code: grpc.status, durationSeconds: number, redirected = false): void {
+    if (redirected) {
+      this.redirects.inc({ method });
+      return;
+    }
     this.rpcRequests.inc({ method, code: STATUS_NAMES[code] ?? String(code) });
     this.rpcDuration.observe({ method }, durationSeconds);
   }

@@ -3,7 +3,7 @@
  * environment twin, `--data-dir` and `REPLICHAT_DATA_DIR`), validated with cross-field rules, then frozen.
  * A bad value fails at start with a message that names the flag.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
 import { type ChatLimits, DEFAULT_CHAT_LIMITS } from '../core/limits.js';
@@ -17,6 +17,8 @@ export interface ServerConfig {
   /** host:port for HTTP /metrics, /healthz and /readyz. */
   readonly metricsListenAddress: string;
   readonly tls: { readonly certificatePath: string; readonly keyPath: string } | 'insecure';
+  /** Mutual TLS of the peer port, always: the cluster CA, and this replica's certificate and key from it. */
+  readonly peerTls: { readonly caPath: string; readonly certificatePath: string; readonly keyPath: string };
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
   readonly limits: ChatLimits;
   /** How long SIGTERM waits for in-flight requests before the server stops hard. */
@@ -32,7 +34,12 @@ export interface ServerConfig {
   /** Peers refuse messages from another cluster name, so that two clusters never mix. */
   readonly clusterName: string;
   readonly timings: ReplicationTimings;
-  /** Bearer token for operator RPCs (RemoveMember); undefined disables them. */
+  /** Where the cluster's configuration record lives; see src/configuration/. */
+  readonly configurationStore: ConfigurationStoreConfig;
+  /**
+   * Bearer token for operator RPCs (RemoveMember, RotateSessionKey); undefined disables them. Read from
+   * --admin-token-file or REPLICHAT_ADMIN_TOKEN, never from argv, where any local user could read it.
+   */
   readonly adminToken: string | undefined;
   readonly logRetentionEntries: number;
 }
@@ -59,6 +66,12 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
   'tls-cert': { type: 'string', description: 'PEM certificate for the client gRPC service' },
   'tls-key': { type: 'string', description: 'PEM private key for the client gRPC service' },
   insecure: { type: 'boolean', description: 'serve clients in plaintext (passwords travel unencrypted)' },
+  'peer-ca': { type: 'string', description: 'PEM certificate of the cluster CA that issues every replica\'s peer certificate' },
+  'peer-cert': {
+    type: 'string',
+    description: "PEM peer certificate of this replica (URI spiffe://replichat/<cluster>/replica/<ordinal>)",
+  },
+  'peer-key': { type: 'string', description: 'PEM private key of the peer certificate' },
   'log-level': { type: 'string', description: 'trace, debug, info, warn or error', default: 'info' },
   'message-max-bytes': {
     type: 'string',
@@ -119,9 +132,11 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     description: 'newest log entries kept for catching followers up; older ones are deleted',
     default: '100000',
   },
-  'admin-token': {
+  'admin-token-file': {
     type: 'string',
-    description: 'bearer token that enables operator RPCs such as member removal (at least 16 characters)',
+    description:
+      'file holding the bearer token that enables operator RPCs such as member removal (at least 16 characters; ' +
+      'or the token itself in REPLICHAT_ADMIN_TOKEN)',
   },
   'heartbeat-interval-ms': {
     type: 'string',
@@ -133,11 +148,50 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     description: 'silence from the leader after which followers elect a new one',
     default: String(DEFAULT_REPLICATION_TIMINGS.electionTimeoutMs),
   },
-  'lease-duration-ms': {
+  'in-sync-timeout-ms': {
     type: 'string',
-    description: 'in-sync lease of a follower; must exceed the election timeout',
-    default: String(DEFAULT_REPLICATION_TIMINGS.leaseDurationMs),
+    description:
+      'a follower that has not caught up for this long is taken out of the in-sync set (a swap on the configuration store)',
+    default: String(DEFAULT_REPLICATION_TIMINGS.inSyncTimeoutMs),
   },
+  'store-check-interval-ms': {
+    type: 'string',
+    description: 'how often the leader reads the configuration store to find out whether it was replaced',
+    default: String(DEFAULT_REPLICATION_TIMINGS.storeCheckIntervalMs),
+  },
+  'configuration-store': {
+    type: 'string',
+    description:
+      'where the cluster\'s configuration (leader, members, in-sync set) is serialised: etcd, or kubernetes (a Lease in the pod\'s namespace)',
+    default: 'etcd',
+  },
+  'etcd-endpoints': {
+    type: 'string',
+    description: 'comma-separated etcd v3 endpoints, e.g. http://10.0.0.5:2379,http://10.0.0.6:2379',
+    default: 'http://127.0.0.1:2379',
+  },
+  'etcd-prefix': {
+    type: 'string',
+    description: 'key prefix in etcd; the record lives at <prefix><cluster-name>/configuration',
+    default: '/replichat/',
+  },
+  'etcd-ca': { type: 'string', description: 'PEM CA for etcd over TLS (optional)' },
+  'etcd-cert': { type: 'string', description: 'PEM client certificate for etcd over TLS (optional)' },
+  'etcd-key': { type: 'string', description: 'PEM client key for etcd over TLS (optional)' },
+  'store-timeout-ms': {
+    type: 'string',
+    description: 'how long one request to the configuration store may take before it counts as failed',
+    default: '2000',
+  },
+  'kubernetes-lease-name': {
+    type: 'string',
+    description: 'name of the Lease holding the configuration (default <cluster-name>-configuration)',
+  },
+  'kubernetes-namespace': {
+    type: 'string',
+    description: "namespace of the Lease and the pod (default: the service account's namespace)",
+  },
+  'pod-name': { type: 'string', description: 'this pod\'s name, for its role label (default: the host name)' },
 };
 
 export function environmentName(flag: string): string {
@@ -184,6 +238,9 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
       string | boolean | undefined
     >;
   } catch (error) {
+    if (argv.some((argument) => argument === '--admin-token' || argument.startsWith('--admin-token='))) {
+      throw new ConfigError('--admin-token is gone (argv is readable by every local user): use --admin-token-file or REPLICHAT_ADMIN_TOKEN');
+    }
     throw new ConfigError((error as Error).message);
   }
   const value = (flag: string): string | undefined => {
@@ -218,6 +275,21 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     tls = { certificatePath, keyPath };
   }
 
+  const peerTls = {
+    caPath: value('peer-ca'),
+    certificatePath: value('peer-cert'),
+    keyPath: value('peer-key'),
+  };
+  for (const [flag, path] of [['peer-ca', peerTls.caPath], ['peer-cert', peerTls.certificatePath], ['peer-key', peerTls.keyPath]] as const) {
+    // There is no plaintext peer mode: the peer port carries every password hash and the token-signing keys.
+    if (path === undefined) {
+      throw new ConfigError(
+        `give --${flag}: the peer port is always mutual TLS (scripts/make-dev-certs.sh makes a cluster CA and peer certificates)`,
+      );
+    }
+    if (!existsSync(path)) throw new ConfigError(`--${flag}: no file at ${path}`);
+  }
+
   const logLevel = value('log-level') as ServerConfig['logLevel'];
   if (!['trace', 'debug', 'info', 'warn', 'error'].includes(logLevel)) {
     throw new ConfigError(`--log-level must be trace, debug, info, warn or error, not ${JSON.stringify(logLevel)}`);
@@ -238,7 +310,8 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     ...DEFAULT_REPLICATION_TIMINGS,
     heartbeatIntervalMs: positiveInteger('heartbeat-interval-ms', value('heartbeat-interval-ms')!, 60_000),
     electionTimeoutMs: positiveInteger('election-timeout-ms', value('election-timeout-ms')!, 600_000),
-    leaseDurationMs: positiveInteger('lease-duration-ms', value('lease-duration-ms')!, 600_000),
+    inSyncTimeoutMs: positiveInteger('in-sync-timeout-ms', value('in-sync-timeout-ms')!, 600_000),
+    storeCheckIntervalMs: positiveInteger('store-check-interval-ms', value('store-check-interval-ms')!, 600_000),
     snapshotLagEntries: positiveInteger('snapshot-lag-entries', value('snapshot-lag-entries')!, 1_000_000_000),
   };
   const logRetentionEntries = positiveInteger('log-retention-entries', value('log-retention-entries')!, 1_000_000_000);
@@ -247,16 +320,14 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
       `--log-retention-entries must be at least ${2 * timings.maxEntriesPerAppend * timings.maxInflightAppends}`,
     );
   }
-  const adminToken = value('admin-token');
-  if (adminToken !== undefined && adminToken.length < 16) {
-    throw new ConfigError('--admin-token must be at least 16 characters');
-  }
+  const adminToken = readAdminToken(value('admin-token-file'), environment.REPLICHAT_ADMIN_TOKEN);
   if (!(timings.electionTimeoutMs >= 2 * timings.heartbeatIntervalMs)) {
     throw new ConfigError('--election-timeout-ms must be at least twice --heartbeat-interval-ms');
   }
-  if (!(timings.leaseDurationMs > timings.electionTimeoutMs)) {
-    throw new ConfigError('--lease-duration-ms must be longer than --election-timeout-ms');
+  if (!(timings.inSyncTimeoutMs >= 2 * timings.heartbeatIntervalMs)) {
+    throw new ConfigError('--in-sync-timeout-ms must be at least twice --heartbeat-interval-ms');
   }
+  const configurationStore = parseConfigurationStore(value, value('cluster-name')!);
 
   const listenAddress = hostPort('listen', value('listen')!);
   const peerListenAddress = hostPort('peer-listen', value('peer-listen')!);
@@ -281,6 +352,7 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     listenAddress,
     metricsListenAddress: hostPort('metrics-listen', value('metrics-listen')!),
     tls: typeof tls === 'string' ? tls : Object.freeze(tls),
+    peerTls: Object.freeze(peerTls as ServerConfig['peerTls']),
     logLevel,
     limits: Object.freeze(limits),
     shutdownGraceMs: positiveInteger('shutdown-grace-ms', value('shutdown-grace-ms')!, 600_000),
@@ -290,9 +362,88 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     advertisedClientAddress,
     clusterName,
     timings: Object.freeze(timings),
+    configurationStore,
     adminToken,
     logRetentionEntries,
   });
+}
+
+/** Which configuration store, and how to reach it. */
+export type ConfigurationStoreConfig =
+  | {
+      readonly kind: 'etcd';
+      readonly endpoints: readonly string[];
+      readonly prefix: string;
+      readonly timeoutMs: number;
+      readonly tls: { readonly caPath?: string; readonly certificatePath?: string; readonly keyPath?: string } | undefined;
+    }
+  | {
+      readonly kind: 'kubernetes';
+      readonly leaseName: string;
+      readonly namespace: string | undefined;
+      readonly podName: string;
+      readonly timeoutMs: number;
+    };
+
+function parseConfigurationStore(value: (flag: string) => string | undefined, clusterName: string): ConfigurationStoreConfig {
+  const kind = value('configuration-store');
+  const timeoutMs = positiveInteger('store-timeout-ms', value('store-timeout-ms')!, 600_000);
+  if (kind === 'etcd') {
+    const endpoints = value('etcd-endpoints')!
+      .split(',')
+      .map((endpoint) => endpoint.trim())
+      .filter((endpoint) => endpoint !== '');
+    if (endpoints.length === 0) throw new ConfigError('--etcd-endpoints needs at least one endpoint');
+    for (const endpoint of endpoints) {
+      if (!/^https?:\/\/[^\s/]+(:\d{1,5})?\/?$/.test(endpoint)) {
+        throw new ConfigError(`--etcd-endpoints: ${JSON.stringify(endpoint)} is not http(s)://host:port`);
+      }
+    }
+    const prefix = value('etcd-prefix')!;
+    if (!prefix.startsWith('/') || prefix.length > 200) throw new ConfigError('--etcd-prefix must start with / (at most 200 characters)');
+    const caPath = value('etcd-ca');
+    const certificatePath = value('etcd-cert');
+    const keyPath = value('etcd-key');
+    for (const [flag, path] of [['etcd-ca', caPath], ['etcd-cert', certificatePath], ['etcd-key', keyPath]] as const) {
+      if (path !== undefined && !existsSync(path)) throw new ConfigError(`--${flag}: no file at ${path}`);
+    }
+    const tls =
+      caPath === undefined && certificatePath === undefined && keyPath === undefined
+        ? undefined
+        : Object.freeze({ caPath, certificatePath, keyPath });
+    return Object.freeze({ kind, endpoints: Object.freeze(endpoints), prefix, timeoutMs, tls });
+  }
+  if (kind === 'kubernetes') {
+    const leaseName = value('kubernetes-lease-name') ?? `${clusterName}-configuration`;
+    if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(leaseName)) throw new ConfigError('--kubernetes-lease-name is not a valid object name');
+    return Object.freeze({
+      kind,
+      leaseName,
+      namespace: value('kubernetes-namespace'),
+      podName: value('pod-name') ?? hostname(),
+      timeoutMs,
+    });
+  }
+  throw new ConfigError(`--configuration-store must be etcd or kubernetes, not ${JSON.stringify(kind)}`);
+}
+
+/** The admin token from its file (trailing newline ignored) or from REPLICHAT_ADMIN_TOKEN; never both. */
+function readAdminToken(path: string | undefined, fromEnvironment: string | undefined): string | undefined {
+  if (path !== undefined && fromEnvironment !== undefined && fromEnvironment !== '') {
+    throw new ConfigError('--admin-token-file and REPLICHAT_ADMIN_TOKEN exclude each other');
+  }
+  let token = fromEnvironment === '' ? undefined : fromEnvironment;
+  if (path !== undefined) {
+    try {
+      token = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+    } catch (error) {
+      throw new ConfigError(`--admin-token-file: cannot read ${path}: ${(error as Error).message}`);
+    }
+  }
+  if (token !== undefined && token.length < 16) {
+    throw new ConfigError('the admin token (--admin-token-file or REPLICHAT_ADMIN_TOKEN) must be at least 16 characters');
+  }
+  return token;
 }
 
 function splitHost(address: string): string {

@@ -1,45 +1,56 @@
 /**
- * The driver of one replica: it owns the SQLite store and the pure protocol core, feeds the core ticks and
- * peer messages, and carries out what the core returns in the order the core requires (persist the epoch,
- * persist entries, send messages, then acknowledge writes). It is the ChatService's WritePath: a client
- * write is appended and applied by the leader, then acknowledged once every in-sync follower holds it.
+ * The driver of one replica: it owns the SQLite store and the pure protocol core, feeds the core ticks,
+ * peer messages and the configuration store's answers, and carries out what the core returns in the order
+ * the core requires: persist the epoch and the campaign, persist entries, ask the configuration store, send
+ * messages, then acknowledge writes. It is the ChatService's WritePath: a client write is appended and
+ * applied by the leader, then acknowledged once every member of the in-sync set holds it.
+ *
+ * Fail-stop: any error that is not a ChatError, thrown on any path while carrying out the core's output
+ * (peer messages included), goes to the FatalHandler, which ends the process before anything more is sent.
+ * The replica then recovers from its log at the next start.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { WritePath } from '../api/chat-service.js';
 import { assert } from '../core/assert.js';
 import type { ClientCommand, Command, CommandResult } from '../core/commands.js';
 import { ChatError, FailedPreconditionError, UnavailableError } from '../core/errors.js';
+import type { ClusterRecord } from '../core/replication/cluster-record.js';
 import type { PeerMessage } from '../core/replication/messages.js';
 import {
+  type CoreOutput,
   type ProtocolStatus,
   ReplicaCore,
   type ReplicationTimings,
+  type Role,
+  type StoreAnswer,
+  type StoreRequest,
 } from '../core/replication/replica-core.js';
 import type { Member, WireEntry } from '../core/replication/types.js';
+import { lockDataDirectory, type DataDirectoryLock } from '../storage/data-directory-lock.js';
 import { ReplicaStore, type LogEntry } from '../storage/replica-store.js';
 import { createSnapshot, type SnapshotFile, swapInSnapshot } from '../storage/snapshot.js';
+import type { Clock, DriverSeams, TimerHandle } from './seams.js';
 
-/** What the driver needs to reach other replicas. The transport layer implements it. */
-export interface PeerNetwork {
-  send(address: string, message: PeerMessage): void;
-  /** Fetches a verified snapshot from the replica at `address` into a temporary file in `directory`. */
-  fetchSnapshot(
-    address: string,
-    request: { requesterOrdinal: number; epoch: number },
-    directory: string,
-    onProgress: (bytesReceived: number, sizeBytes: number) => void,
-  ): Promise<{ tempPath: string; lastIndex: number }>;
-}
-
-/** Receives the driver's events, for metrics. */
+/** Receives the driver's events, for metrics and the Kubernetes pod label. */
 export interface ReplicaObserver {
   onElection(): void;
   onSnapshotInstalled(durationSeconds: number): void;
   onReplicationRoundTrip(durationSeconds: number): void;
   onSnapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void;
+  /** The replica became leader or follower; called once at start too. */
+  onRoleChanged?(role: Role): void;
+  /** A batch of entries was committed to SQLite in this many seconds (fsync included). */
+  onStorageCommit?(durationSeconds: number): void;
+  /** The configuration store answered (reachable) or failed (unreachable). */
+  onConfigurationStoreAnswer?(reachable: boolean): void;
+}
+
+/** Where the simulation injects storage faults: throw in beforeWrite to fail a write, in afterWrite to crash after it. */
+export interface StorageFaults {
+  beforeWrite(kind: 'epoch' | 'entries' | 'snapshot'): void;
+  afterWrite(kind: 'epoch' | 'entries' | 'snapshot'): void;
 }
 
 export interface ReplicaNodeOptions {
@@ -60,66 +71,122 @@ interface PendingWrite {
   readonly submittedAtMs: number;
 }
 
-/** How many leader digests are kept for comparing with followers that ask to re-enter the in-sync set. */
-const DIGEST_CACHE_ENTRIES = 8;
+interface PendingRead {
+  /** The leader's clock when the read arrived; it is served once authority is confirmed past it. */
+  readonly arrivedAtMs: number;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  readonly timer: TimerHandle;
+}
 
 export class ReplicaNode implements WritePath {
   private store: ReplicaStore;
   private readonly core: ReplicaCore;
+  private readonly clock: Clock;
   private readonly databasePath: string;
+  private readonly lock: DataDirectoryLock;
   private readonly leadershipLostListeners: (() => void)[] = [];
-  private authorityWaiters: { resolve: () => void; reject: (error: unknown) => void; timer: NodeJS.Timeout }[] = [];
   /** Client writes queued for the next batch. */
   private submitted: { command: ClientCommand; resolve: (result: CommandResult) => void; reject: (error: unknown) => void }[] =
     [];
-  /** Writes and reads waiting for the commit index, in index order. */
+  /** Writes waiting for the commit index, in index order. */
   private waiting: PendingWrite[] = [];
+  private reads: PendingRead[] = [];
   private readonly clientAddressByOrdinal = new Map<number, string>();
-  private readonly digestByIndex = new Map<number, string>();
   private flushScheduled = false;
-  private tickTimer: NodeJS.Timeout | undefined;
+  private tickTimer: TimerHandle | undefined;
   private snapshotStartedAtMs: number | undefined;
   private snapshotProgress: { bytesReceived: number; sizeBytes: number } | undefined;
   private stopped = false;
   /** While the database file is being swapped for a snapshot, the store is closed: inputs are dropped. */
   private swapping = false;
+  private lastRole: Role | undefined;
+  private lastWaitingReason: string | null = null;
+  private storeReachable = true;
 
   constructor(
     private readonly options: ReplicaNodeOptions,
-    private readonly network: PeerNetwork,
+    private readonly seams: DriverSeams & { readonly storageFaults?: StorageFaults },
     private readonly logger: Logger,
     private readonly observer: ReplicaObserver,
   ) {
+    this.clock = seams.clock;
+    // The lock comes first: a second server on this directory must not even open the database.
+    this.lock = lockDataDirectory(options.dataDirectory);
     this.databasePath = join(options.dataDirectory, 'replichat.sqlite');
-    this.store = ReplicaStore.open(this.databasePath);
-    // The wall clock at start tells runs of this process apart (see AppendReplyMessage.incarnation).
-    this.core = new ReplicaCore(options.ordinal, options.peers, options.timings, this.store.protocolState(), Date.now());
+    try {
+      this.store = ReplicaStore.open(this.databasePath);
+    } catch (error) {
+      this.lock.release();
+      throw error;
+    }
+    const incarnation = this.store.nextIncarnation();
+    this.core = new ReplicaCore(
+      options.ordinal,
+      options.peers,
+      options.timings,
+      this.store.protocolState(),
+      incarnation,
+      randomUUID(),
+    );
     this.clientAddressByOrdinal.set(options.ordinal, options.clientAddress);
   }
 
   /** Starts the protocol timer. */
   start(): void {
-    const tickIntervalMs = Math.max(5, Math.floor(this.options.timings.heartbeatIntervalMs / 2));
-    this.tickTimer = setInterval(() => this.tick(), tickIntervalMs);
-    this.tick();
+    this.reportRole();
+    this.guard('start', () => this.tick());
   }
 
+  /** Closes the store at once (a crash-like stop: nothing is handed over). See shutDownGracefully. */
   stop(): void {
+    if (this.stopped) return;
     this.stopped = true;
-    if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
+    if (this.tickTimer !== undefined) this.clock.clearTimeout(this.tickTimer);
     const shuttingDown = new UnavailableError('the replica is shutting down');
     for (const item of this.submitted.splice(0)) item.reject(shuttingDown);
-    for (const waiter of this.authorityWaiters.splice(0)) {
-      clearTimeout(waiter.timer);
-      waiter.reject(shuttingDown);
-    }
+    this.failReads(shuttingDown);
     this.failWaiting(shuttingDown);
     this.store.close();
+    this.lock.release();
   }
 
-  /** The monotonic clock the protocol runs on: it never jumps with the wall clock. */
-  private nowMs(): number {
-    return performance.now();
+  /**
+   * A graceful stop, for SIGTERM and rolling updates: a leader hands leadership to its most up-to-date
+   * in-sync follower; a follower asks the leader to take it out of the in-sync set, so that writes never
+   * wait for it to time out. Both wait at most `deadlineMs`, then stop anyway.
+   */
+  async shutDownGracefully(deadlineMs: number): Promise<void> {
+    if (this.stopped) return;
+    const giveUpAtMs = this.clock.nowMs() + deadlineMs;
+    const pause = (): Promise<void> =>
+      new Promise((resolve) => this.clock.setTimeout(resolve, this.options.timings.heartbeatIntervalMs / 2));
+    if (this.core.isLeader) {
+      const refusal = this.core.requestHandover(this.clock.nowMs());
+      this.carryOut();
+      if (refusal !== undefined) this.logger.warn({ refusal }, 'stopping without a handover');
+      while (refusal === undefined && this.core.isLeader && this.clock.nowMs() < giveUpAtMs && !this.stopped) await pause();
+    } else if (this.core.inRecordedInSyncSet) {
+      while (this.core.inRecordedInSyncSet && this.clock.nowMs() < giveUpAtMs && !this.stopped) {
+        this.guard('leave', () => {
+          this.core.requestLeave(this.clock.nowMs());
+          this.core.refreshRecord(this.clock.nowMs());
+          this.carryOut();
+        });
+        await pause();
+      }
+    }
+    this.stop();
+  }
+
+  /** Runs `work`; any error that is not a ChatError ends the replica (fail-stop). */
+  private guard(context: string, work: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      if (error instanceof ChatError) throw error;
+      this.seams.fatal(error, context);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -130,15 +197,16 @@ export class ReplicaNode implements WritePath {
   }
 
   nextTimestampMs(): number {
-    return Math.max(Date.now(), this.store.lastTimestampMs);
+    return Math.max(this.clock.wallClockMs(), this.store.lastTimestampMs);
   }
 
   checkServing(): void {
     if (this.stopped) throw new UnavailableError('the replica is shutting down');
     if (this.swapping) throw new UnavailableError('the replica is installing a snapshot');
-    if (this.core.isLeader) return;
+    if (this.core.acceptsWrites) return;
     const leader = this.core.currentLeader;
-    const leaderAddress = leader === null ? undefined : this.clientAddressByOrdinal.get(leader);
+    const leaderAddress = leader === null || leader === this.options.ordinal ? undefined : this.clientAddressByOrdinal.get(leader);
+    if (this.core.isLeader) throw new UnavailableError(`replica ${this.options.ordinal} is handing over leadership; retry shortly`);
     throw new UnavailableError(
       leader === null
         ? `replica ${this.options.ordinal} is not the leader and no leader is known yet`
@@ -172,7 +240,9 @@ export class ReplicaNode implements WritePath {
     }
     const outcomes: (() => void)[] = [];
     let appended = false;
-    this.store.database.transaction(() => {
+    this.seams.storageFaults?.beforeWrite('entries');
+    const startedAtMs = this.clock.nowMs();
+    this.store.atomically(() => {
       for (const item of batch) {
         const { command } = item;
         // Idempotency, checked in the same transaction as the append: a retry that raced the first
@@ -197,7 +267,7 @@ export class ReplicaNode implements WritePath {
           const { entry, result } = this.store.appendAndApply(position.epoch, command);
           appended = true;
           outcomes.push(() => {
-            this.core.clientEntryAppended(entry.index, this.nowMs());
+            this.core.clientEntryAppended(entry.index, this.clock.nowMs());
             this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
           });
         } catch (error) {
@@ -205,9 +275,15 @@ export class ReplicaNode implements WritePath {
           outcomes.push(() => item.reject(error));
         }
       }
-    })();
+    });
+    if (appended) this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
+    this.seams.storageFaults?.afterWrite('entries');
     for (const outcome of outcomes) outcome();
     if (appended) this.truncateLogIfLong();
+  }
+
+  committedIndex(): number {
+    return this.core.knownCommit;
   }
 
   /** Resolves once `index` is committed (held by every in-sync replica); rejects if this replica stops leading. */
@@ -215,8 +291,8 @@ export class ReplicaNode implements WritePath {
     if (!this.core.isLeader) return Promise.reject(this.notLeader());
     if (this.core.knownCommit >= index) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const pending: PendingWrite = { index, resolve, reject, submittedAtMs: this.nowMs() };
-      // Writes arrive in index order; reads may wait on an index already in the list.
+      const pending: PendingWrite = { index, resolve, reject, submittedAtMs: this.clock.nowMs() };
+      // Writes arrive in index order; a retried request may wait on an index already in the list.
       let position = this.waiting.length;
       while (position > 0 && this.waiting[position - 1]!.index > index) position -= 1;
       this.waiting.splice(position, 0, pending);
@@ -224,42 +300,64 @@ export class ReplicaNode implements WritePath {
   }
 
   /**
-   * Before a read: waits until this leader's authority holds (every in-sync follower answered it within a
-   * lease, so no newer leader can have acknowledged a write yet: a new leader waits two leases before it
-   * can drop this one) and until everything it has applied is committed. A read thus sees every
-   * acknowledged write and no unacknowledged one, even on a leader that was paused and does not yet know
-   * it was replaced.
+   * Before a read: resolves once (1) this leader's authority is confirmed after the read arrived: every
+   * member it counts for commits accepted an append sent after that moment, so no newer leader existed
+   * when the read arrived (a newer leader is one of them, and refuses this epoch before it asks the store);
+   * and (2) everything applied to the tables is committed, so the read shows no unacknowledged write. The
+   * caller reads synchronously when this resolves; new writes wait while a confirmed read waits for (2).
    */
   readBarrier(): Promise<void> {
     this.checkServing();
-    return this.awaitAuthority().then(() => this.awaitCommitted(this.store.lastIndex));
-  }
-
-  private awaitAuthority(): Promise<void> {
-    if (this.core.holdsLease) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const waiter = {
+      const read: PendingRead = {
+        arrivedAtMs: this.clock.nowMs(),
         resolve,
         reject,
-        timer: setTimeout(() => {
-          this.authorityWaiters = this.authorityWaiters.filter((other) => other !== waiter);
+        timer: this.clock.setTimeout(() => {
+          this.reads = this.reads.filter((other) => other !== read);
           reject(new UnavailableError('this leader cannot confirm that it still leads; retry shortly'));
-        }, this.options.timings.leaseDurationMs),
+        }, 2 * this.options.timings.electionTimeoutMs),
       };
-      this.authorityWaiters.push(waiter);
+      this.reads.push(read);
+      this.guard('read', () => {
+        this.core.requestReadRound(this.clock.nowMs());
+        this.carryOut();
+      });
     });
   }
 
-  private settleAuthorityWaiters(): void {
-    if (this.authorityWaiters.length === 0) return;
-    const leading = this.core.isLeader;
-    if (leading && !this.core.holdsLease) return;
-    const waiters = this.authorityWaiters;
-    this.authorityWaiters = [];
-    for (const waiter of waiters) {
-      clearTimeout(waiter.timer);
-      if (leading) waiter.resolve();
-      else waiter.reject(this.notLeader());
+  /** Serves the reads whose conditions hold; see readBarrier. */
+  private settleReads(): void {
+    if (this.reads.length === 0) return;
+    if (!this.core.isLeader || this.stopped) {
+      this.failReads(this.notLeader());
+      return;
+    }
+    if (this.core.knownCommit < this.store.lastIndex) return;
+    const confirmedAtMs = this.core.readConfirmedAtMs();
+    const ready = this.reads.filter((read) => read.arrivedAtMs <= confirmedAtMs);
+    if (ready.length === 0) return;
+    this.reads = this.reads.filter((read) => read.arrivedAtMs > confirmedAtMs);
+    for (const read of ready) {
+      this.clock.clearTimeout(read.timer);
+      read.resolve();
+    }
+    if (this.submitted.length > 0) this.scheduleFlush();
+  }
+
+  /** Whether a confirmed read is waiting only for the commit index: new writes wait until it is served. */
+  private readWaitingForCommit(): boolean {
+    if (this.reads.length === 0 || !this.core.isLeader) return false;
+    const confirmedAtMs = this.core.readConfirmedAtMs();
+    return this.reads.some((read) => read.arrivedAtMs <= confirmedAtMs);
+  }
+
+  private failReads(error: unknown): void {
+    const reads = this.reads;
+    this.reads = [];
+    for (const read of reads) {
+      this.clock.clearTimeout(read.timer);
+      read.reject(error);
     }
   }
 
@@ -276,12 +374,14 @@ export class ReplicaNode implements WritePath {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // Writes that arrive in the same turn of the event loop go out in one append per follower.
-    setImmediate(() => {
+    this.clock.defer(() => {
       this.flushScheduled = false;
       if (this.stopped) return;
-      this.applySubmitted();
-      this.core.flush(this.nowMs());
-      this.carryOut();
+      this.guard('flush', () => {
+        if (!this.readWaitingForCommit()) this.applySubmitted();
+        this.core.flush(this.clock.nowMs());
+        this.carryOut();
+      });
     });
   }
 
@@ -289,13 +389,14 @@ export class ReplicaNode implements WritePath {
   // Protocol inputs.
 
   private tick(): void {
-    if (this.stopped || this.swapping) return;
-    this.core.tick(this.nowMs());
+    if (this.stopped) return;
+    const tickIntervalMs = Math.max(5, Math.floor(this.options.timings.heartbeatIntervalMs / 2));
+    this.tickTimer = this.clock.setTimeout(() => this.guard('tick', () => this.tick()), tickIntervalMs);
+    if (this.swapping) return;
+    this.core.tick(this.clock.nowMs());
     this.carryOut();
     this.reportWaiting();
   }
-
-  private lastWaitingReason: string | null = null;
 
   /** Says in the log, once per change, why no leader is being elected. */
   private reportWaiting(): void {
@@ -304,7 +405,7 @@ export class ReplicaNode implements WritePath {
     const reason = status.snapshotting ? null : status.waitingReason;
     if (reason === this.lastWaitingReason) return;
     this.lastWaitingReason = reason;
-    if (reason !== null && !reason.startsWith('gathering')) this.logger.warn({ reason }, 'no leader yet');
+    if (reason !== null && !reason.startsWith('gathering') && !reason.startsWith('reading')) this.logger.warn({ reason }, 'no leader yet');
   }
 
   /** A message from another replica, with the client address it advertises. */
@@ -312,36 +413,92 @@ export class ReplicaNode implements WritePath {
     // A message dropped while the database is swapped is retransmitted by its sender.
     if (this.stopped || this.swapping) return;
     if (fromClientAddress !== '') this.clientAddressByOrdinal.set(message.from, fromClientAddress);
-    let received = message;
-    if (message.type === 'appendReply' && message.digest !== undefined) {
-      received = { ...message, digestVerified: this.digestByIndex.get(message.digest.index) === message.digest.value };
-    }
-    this.core.receive(received, this.nowMs());
-    this.carryOut();
+    this.guard(`peer message ${message.type}`, () => {
+      let received = message;
+      if (message.type === 'appendReply' && message.digest !== undefined) {
+        received = { ...message, digestVerified: this.store.chainAt(message.digest.index) === message.digest.value };
+      }
+      this.core.receive(received, this.clock.nowMs());
+      this.carryOut();
+    });
   }
 
-  /** Carries out the core's output: persist the epoch, persist entries, send, acknowledge. */
+  /**
+   * Carries out the core's output in order: persist the epoch and campaign, persist entries, ask the
+   * configuration store, send, acknowledge. Callers run it inside guard().
+   */
   private carryOut(): void {
     const output = this.core.takeOutput();
-    if (output.persistEpoch !== undefined) this.store.setCurrentEpoch(output.persistEpoch);
+    this.persistPromises(output);
     if (output.becameLeader) {
       this.observer.onElection();
       this.logger.info({ epoch: this.core.epoch, lastIndex: this.store.lastIndex }, 'became the leader');
     }
+    for (const change of output.recordChanges) this.logger.info({ epoch: this.core.epoch, record: this.core.record }, change);
     if (output.entriesToPersist.length > 0) this.persist(output.entriesToPersist);
+    if (output.storeRequest !== undefined) this.askStore(output.storeRequest);
     for (const outgoing of output.messages) {
       const address = this.core.memberAddress(outgoing.to);
       if (address === undefined) continue;
-      this.network.send(address, this.prepareForSending(outgoing.message));
+      this.seams.transport.send(address, this.prepareForSending(outgoing.message));
     }
-    if (output.steppedDown) {
-      this.logger.warn({ epoch: this.core.epoch }, 'stepped down');
+    if (output.steppedDown !== undefined) {
+      this.logger.warn({ epoch: this.core.epoch, reason: output.steppedDown }, 'stepped down');
       this.failWaiting(this.notLeader());
       for (const listener of this.leadershipLostListeners) listener();
     }
     if (this.core.isLeader) this.acknowledge(output.commitIndex);
-    this.settleAuthorityWaiters();
+    this.settleReads();
+    this.reportRole();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
+  }
+
+  private persistPromises(output: CoreOutput): void {
+    if (output.persistEpoch === undefined && output.persistCampaign === undefined) return;
+    this.seams.storageFaults?.beforeWrite('epoch');
+    this.store.atomically(() => {
+      if (output.persistEpoch !== undefined) this.store.setCurrentEpoch(output.persistEpoch);
+      if (output.persistCampaign !== undefined) this.store.setCampaign(output.persistCampaign);
+    });
+    this.seams.storageFaults?.afterWrite('epoch');
+  }
+
+  private reportRole(): void {
+    const role: Role = this.core.isLeader ? 'leader' : 'follower';
+    if (role === this.lastRole) return;
+    this.lastRole = role;
+    this.observer.onRoleChanged?.(role);
+  }
+
+  /** Sends one request to the configuration store; its answer comes back as a core input. */
+  private askStore(request: StoreRequest): void {
+    const store = this.seams.configurationStore;
+    const asked: Promise<StoreAnswer> =
+      request.kind === 'read'
+        ? store.read().then((current) => ({ kind: 'read', current }))
+        : store
+            .compareAndSwap(request.expectedVersion, request.record)
+            .then((outcome) => ({ kind: 'compareAndSwap', swapped: outcome.swapped, current: outcome.current }));
+    asked
+      .catch((error: unknown): StoreAnswer => ({ kind: 'failed', reason: error instanceof Error ? error.message : String(error) }))
+      .then((answer) => {
+        if (this.stopped) return;
+        const reachable = answer.kind !== 'failed';
+        this.observer.onConfigurationStoreAnswer?.(reachable);
+        if (reachable !== this.storeReachable) {
+          this.storeReachable = reachable;
+          if (reachable) this.logger.info({ store: store.description }, 'the configuration store answers again');
+          else this.logger.warn({ store: store.description, reason: (answer as { reason: string }).reason }, 'the configuration store is unreachable');
+        }
+        this.guard('configuration store answer', () => {
+          this.core.storeAnswered(answer, this.clock.nowMs());
+          this.carryOut();
+        });
+      })
+      .catch((error: unknown) => {
+        // guard() ends the process in production; in the simulation the crash surfaces here.
+        if (!this.stopped) this.seams.fatal(error, 'configuration store answer');
+      });
   }
 
   private persist(entries: readonly WireEntry[]): void {
@@ -350,7 +507,11 @@ export class ReplicaNode implements WritePath {
       epoch: entry.epoch,
       command: this.commandOf(entry),
     }));
+    this.seams.storageFaults?.beforeWrite('entries');
+    const startedAtMs = this.clock.nowMs();
     this.store.applyEntries(logEntries);
+    this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
+    this.seams.storageFaults?.afterWrite('entries');
     this.truncateLogIfLong();
   }
 
@@ -369,20 +530,18 @@ export class ReplicaNode implements WritePath {
     if (entry.initialize === true) {
       return {
         kind: 'initializeCluster',
-        clusterId: randomUUID(),
+        clusterId: this.core.record?.clusterId ?? randomUUID(),
         sessionSecretHex: randomBytes(32).toString('hex'),
         timestampMs: this.nextTimestampMs(),
       };
     }
     assert(entry.configuration !== undefined, `entry ${entry.index} has no command`);
-    this.logger.info({ index: entry.index, inSync: entry.configuration.inSync }, 'configuration changed');
     return { kind: 'configuration', configuration: entry.configuration, timestampMs: this.nextTimestampMs() };
   }
 
-  /** Fills in what the core leaves to the driver: the entries of an append, and state digests. */
+  /** Fills in what the core leaves to the driver: the entries of an append, and log-chain digests. */
   private prepareForSending(message: PeerMessage): PeerMessage {
     if (message.type === 'append') {
-      if (message.requestDigest) this.rememberDigest();
       if (message.entryRange === undefined) return message;
       const { fromIndex, toIndex } = message.entryRange;
       const entries: WireEntry[] = this.store.entries(fromIndex, toIndex - fromIndex + 1).map((entry) => ({
@@ -392,6 +551,7 @@ export class ReplicaNode implements WritePath {
         ...(entry.command.kind === 'configuration' ? { configuration: entry.command.configuration } : {}),
         ...(entry.command.kind === 'initializeCluster' ? { initialize: true as const } : {}),
       }));
+      assert(entries.length === toIndex - fromIndex + 1, `the log lacks entries ${fromIndex}-${toIndex}`);
       const { entryRange: _omitted, ...rest } = message;
       return { ...rest, entries };
     }
@@ -402,21 +562,12 @@ export class ReplicaNode implements WritePath {
     return message;
   }
 
-  private rememberDigest(): void {
-    const index = this.store.lastIndex;
-    if (this.digestByIndex.has(index)) return;
-    this.digestByIndex.set(index, this.store.logChainDigest);
-    while (this.digestByIndex.size > DIGEST_CACHE_ENTRIES) {
-      this.digestByIndex.delete(this.digestByIndex.keys().next().value!);
-    }
-  }
-
   private acknowledge(commitIndex: number): void {
     let released = 0;
     while (released < this.waiting.length && this.waiting[released]!.index <= commitIndex) released += 1;
     if (released === 0) return;
     const done = this.waiting.splice(0, released);
-    const nowMs = this.nowMs();
+    const nowMs = this.clock.nowMs();
     for (const pending of done) {
       this.observer.onReplicationRoundTrip((nowMs - pending.submittedAtMs) / 1000);
       pending.resolve();
@@ -431,11 +582,12 @@ export class ReplicaNode implements WritePath {
 
   private async installSnapshotFrom(ordinal: number): Promise<void> {
     const address = this.core.memberAddress(ordinal);
-    this.snapshotStartedAtMs = this.nowMs();
+    this.snapshotStartedAtMs = this.clock.nowMs();
     this.logger.info({ from: ordinal }, 'fetching a snapshot: this replica\'s log cannot be repaired entry by entry');
+    let fetched: { tempPath: string; lastIndex: number };
     try {
       assert(address !== undefined, `no address for replica ${ordinal}`);
-      const fetched = await this.network.fetchSnapshot(
+      fetched = await this.seams.transport.fetchSnapshot(
         address,
         { requesterOrdinal: this.options.ordinal, epoch: this.core.epoch },
         this.options.dataDirectory,
@@ -443,8 +595,22 @@ export class ReplicaNode implements WritePath {
           this.snapshotProgress = { bytesReceived, sizeBytes };
         },
       );
+    } catch (error) {
+      this.snapshotStartedAtMs = undefined;
+      this.snapshotProgress = undefined;
       if (this.stopped) return;
-      const epoch = this.store.currentEpoch;
+      this.logger.warn({ err: error, from: ordinal }, 'fetching the snapshot failed; will retry when asked again');
+      this.guard('snapshot failed', () => {
+        this.core.snapshotFailed(this.clock.nowMs());
+        this.carryOut();
+      });
+      return;
+    }
+    if (this.stopped) return;
+    try {
+      // This replica's promises (epoch, campaign, run counter) are not in the snapshot: carry them over.
+      const promises = this.store.localPromises();
+      this.seams.storageFaults?.beforeWrite('snapshot');
       this.swapping = true;
       this.store.close();
       try {
@@ -453,27 +619,39 @@ export class ReplicaNode implements WritePath {
         this.store = ReplicaStore.open(this.databasePath);
         this.swapping = false;
       }
-      // The snapshot carries the sender's state, not this replica's promises: keep our epoch.
-      if (epoch > this.store.currentEpoch) this.store.setCurrentEpoch(epoch);
-      const durationSeconds = (this.nowMs() - this.snapshotStartedAtMs) / 1000;
-      this.observer.onSnapshotInstalled(durationSeconds);
-      this.logger.info({ lastIndex: this.store.lastIndex, durationSeconds }, 'installed a snapshot');
-      this.core.snapshotInstalled(this.store.protocolState(), this.nowMs());
+      this.store.restoreLocalPromises(promises);
+      this.seams.storageFaults?.afterWrite('snapshot');
     } catch (error) {
-      this.logger.warn({ err: error, from: ordinal }, 'fetching the snapshot failed; will retry when asked again');
-      this.core.snapshotFailed(this.nowMs());
-    } finally {
-      this.snapshotStartedAtMs = undefined;
-      this.snapshotProgress = undefined;
+      // A failed swap leaves the database in an unknown state: stop, and recover at the next start.
+      this.seams.fatal(error, 'snapshot swap');
     }
-    this.carryOut();
+    const durationSeconds = (this.clock.nowMs() - this.snapshotStartedAtMs) / 1000;
+    this.snapshotStartedAtMs = undefined;
+    this.snapshotProgress = undefined;
+    this.observer.onSnapshotInstalled(durationSeconds);
+    this.logger.info({ lastIndex: this.store.lastIndex, durationSeconds }, 'installed a snapshot');
+    this.guard('snapshot installed', () => {
+      this.core.snapshotInstalled(this.store.protocolState(), this.clock.nowMs());
+      this.carryOut();
+    });
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // For the peer service.
+  // For the peer service and operators.
 
   currentEpoch(): number {
     return this.core.epoch;
+  }
+
+  /** Whether `ordinal` is a member of the newest configuration this replica knows (snapshots go only to members). */
+  isMember(ordinal: number): boolean {
+    return this.core.isMemberOrdinal(ordinal);
+  }
+
+  /** The ordinal that leads `epoch`, when the newest record this replica knows is that epoch's. */
+  leaderOfEpoch(epoch: number): number | undefined {
+    const record = this.core.record;
+    return record !== null && record.epoch === epoch ? record.leader : undefined;
   }
 
   /** A consistent copy of this replica's database, taken while writes go on. */
@@ -493,13 +671,16 @@ export class ReplicaNode implements WritePath {
       lastIndex: status.lastIndex,
       lastEpoch: status.lastEpoch,
       commitIndex: status.commitIndex,
-      members: status.configuration?.members.map((member) => member.ordinal) ?? [],
-      inSync: status.configuration?.inSync ?? [],
-      leaseValid: status.leaseValid,
-      snapshotting: status.snapshotting,
+      members: status.record?.members.map((member) => member.ordinal) ?? [],
+      inSync: status.record?.inSync ?? [],
+      recordedLeader: status.record?.leader ?? -1,
+      removed: status.record?.removed ?? [],
+      configurationStore: this.seams.configurationStore.description,
+      configurationStoreReachable: status.storeReachable,
       waitingReason: status.waitingReason ?? '',
       followers: status.followers,
       clientAddress: status.clientAddress,
+      snapshotting: status.snapshotting,
       snapshotSeconds: status.snapshotSeconds ?? 0,
       snapshotBytesReceived: this.snapshotProgress?.bytesReceived ?? 0,
       snapshotBytesTotal: this.snapshotProgress?.sizeBytes ?? 0,
@@ -511,10 +692,28 @@ export class ReplicaNode implements WritePath {
   }
 
   removeMember(ordinal: number): void {
-    const refusal = this.core.requestRemoval(ordinal, this.nowMs());
-    this.carryOut();
+    let refusal: string | undefined;
+    this.guard('remove member', () => {
+      refusal = this.core.requestRemoval(ordinal, this.clock.nowMs());
+      this.carryOut();
+    });
     if (refusal !== undefined) throw new FailedPreconditionError(refusal);
     this.logger.info({ ordinal }, 'removing a member at an operator\'s request');
+  }
+
+  /**
+   * The operator's last resort: names this replica leader, alone in the in-sync set, whatever the record
+   * says. Returns what may be lost: the replica's last index, to compare with the others'.
+   */
+  forceLeadership(): { lastIndex: number; record: ClusterRecord | null } {
+    let refusal: string | undefined;
+    this.guard('force leadership', () => {
+      refusal = this.core.forceLeadership(this.clock.nowMs());
+      this.carryOut();
+    });
+    if (refusal !== undefined) throw new FailedPreconditionError(refusal);
+    this.logger.warn({ lastIndex: this.store.lastIndex, record: this.core.record }, 'an operator forced this replica to lead');
+    return { lastIndex: this.store.lastIndex, record: this.core.record };
   }
 
   snapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void {
@@ -523,7 +722,7 @@ export class ReplicaNode implements WritePath {
   }
 
   statusJson(): string {
-    return JSON.stringify(this.status());
+    return JSON.stringify(this.replicaStatus());
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -541,6 +740,11 @@ export class ReplicaNode implements WritePath {
     return this.snapshotProgress?.bytesReceived ?? 0;
   }
 
+  /** The full state digest (slow on a large database: for tests and the simulation). */
+  stateDigest(): string {
+    return this.store.stateDigest();
+  }
+
   /** The protocol status plus what only the driver knows. */
   status(): ProtocolStatus & { clientAddress: string; leaderClientAddress: string | null; snapshotSeconds: number | null } {
     const status = this.core.status();
@@ -549,7 +753,7 @@ export class ReplicaNode implements WritePath {
       clientAddress: this.options.clientAddress,
       leaderClientAddress:
         status.leaderOrdinal === null ? null : (this.clientAddressByOrdinal.get(status.leaderOrdinal) ?? null),
-      snapshotSeconds: this.snapshotStartedAtMs === undefined ? null : (this.nowMs() - this.snapshotStartedAtMs) / 1000,
+      snapshotSeconds: this.snapshotStartedAtMs === undefined ? null : (this.clock.nowMs() - this.snapshotStartedAtMs) / 1000,
     };
   }
 }

@@ -6,7 +6,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { readFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { ChatService } from '../api/chat-service.js';
@@ -18,8 +17,17 @@ import { cleanUpTempSnapshots } from '../storage/snapshot.js';
 import { GrpcPeerNetwork } from '../transport/peer-network.js';
 import { peerServiceDefinition } from '../transport/peer-proto.js';
 import { peerServiceHandlers } from '../transport/peer-server.js';
+import {
+  clientPortServerCredentials,
+  loadPeerTls,
+  peerChannelCredentials,
+  peerServerCredentials,
+} from '../transport/tls-credentials.js';
+import type { ConfigurationStore } from '../configuration/configuration-store.js';
+import { openConfigurationStore } from '../configuration/open-configuration-store.js';
 import type { ServerConfig } from './config.js';
 import { ReplicaNode } from './replica-node.js';
+import { systemClock } from './seams.js';
 
 /** Largest request accepted: a few message bodies' worth, so a huge frame is refused before decoding. */
 const GRPC_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
@@ -31,6 +39,54 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** Opens the configuration store the config names. */
+function openStore(config: ServerConfig): Promise<ConfigurationStore> {
+  const store = config.configurationStore;
+  if (store.kind === 'etcd') {
+    return openConfigurationStore({
+      kind: 'etcd',
+      clusterName: config.clusterName,
+      timeoutMs: store.timeoutMs,
+      etcd: {
+        endpoints: store.endpoints,
+        prefix: store.prefix,
+        ...(store.tls?.caPath === undefined
+          ? {}
+          : {
+              tls: {
+                caFile: store.tls.caPath,
+                ...(store.tls.certificatePath === undefined ? {} : { certFile: store.tls.certificatePath }),
+                ...(store.tls.keyPath === undefined ? {} : { keyFile: store.tls.keyPath }),
+              },
+            }),
+      },
+    });
+  }
+  return openConfigurationStore({
+    kind: 'kubernetes',
+    clusterName: config.clusterName,
+    timeoutMs: store.timeoutMs,
+    kubernetes: { leaseName: store.leaseName, ...(store.namespace === undefined ? {} : { namespace: store.namespace }) },
+  });
+}
+
+/** Keeps the pod's role label in step with the replica's role, inside Kubernetes; a no-op elsewhere. */
+async function podRoleLabeler(
+  config: ServerConfig,
+  logger: Logger,
+  onFailure: () => void,
+): Promise<((role: 'leader' | 'follower') => void) | undefined> {
+  const store = config.configurationStore;
+  if (store.kind !== 'kubernetes') return undefined;
+  const [{ createKubernetesClient }, { PodRoleLabeler }] = await Promise.all([
+    import('../kube/kubernetes-client.js'),
+    import('../kube/pod-labels.js'),
+  ]);
+  const client = createKubernetesClient(store.namespace === undefined ? {} : { namespace: store.namespace });
+  const labeler = new PodRoleLabeler({ client, podName: store.podName, logger, onLabelUpdateFailed: onFailure });
+  return (role) => labeler.setRole(role);
+}
+
 function splitHostPort(address: string): { host: string; port: number } {
   const separator = address.lastIndexOf(':');
   return { host: address.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(address.slice(separator + 1)) };
@@ -39,7 +95,14 @@ function splitHostPort(address: string): { host: string; port: number } {
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
   const removed = await cleanUpTempSnapshots(config.dataDirectory);
   if (removed.length > 0) logger.info({ removed }, 'removed the temporary files of interrupted snapshots');
-  const network = new GrpcPeerNetwork(config.clusterName, config.ordinal, config.advertisedClientAddress);
+  // The peer port is mutual TLS, always: a certificate that does not name this replica fails here, at start.
+  const peerTls = loadPeerTls(config.peerTls, config.clusterName, config.ordinal);
+  const network = new GrpcPeerNetwork(
+    config.clusterName,
+    config.ordinal,
+    config.advertisedClientAddress,
+    peerChannelCredentials(peerTls),
+  );
   const metrics: ReplicaMetrics = new ReplicaMetrics({
     lastLogIndex: (): number => node.lastIndex,
     subscriberCount: (): number => chatService.subscriptions.subscriberCount,
@@ -49,7 +112,8 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
         role: status.role,
         epoch: status.epoch,
         commitIndex: status.commitIndex,
-        inSyncSize: status.configuration?.inSync.length ?? 0,
+        inSyncSize: status.record?.inSync.length ?? 0,
+        memberCount: status.record?.members.length ?? 0,
         followers: status.followers,
         waiting: status.waitingReason !== null,
         snapshotting: status.snapshotting,
@@ -57,6 +121,8 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       };
     },
   });
+  const configurationStore = await openStore(config);
+  const setPodRole = await podRoleLabeler(config, logger, () => metrics.onPodLabelFailure());
   const node: ReplicaNode = new ReplicaNode(
     {
       ordinal: config.ordinal,
@@ -66,9 +132,28 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       dataDirectory: config.dataDirectory,
       clientAddress: config.advertisedClientAddress,
     },
-    network,
+    {
+      clock: systemClock,
+      transport: network,
+      configurationStore,
+      // Fail-stop: log what broke and end the process before anything more is sent; the next start
+      // recovers from the log. process.exit runs no more of this turn's code.
+      fatal: (error: unknown, context: string): never => {
+        logger.fatal({ err: error, context }, 'stopping: an unexpected error on the replication path');
+        process.exit(70);
+      },
+    },
     logger,
-    metrics,
+    {
+      onElection: () => metrics.onElection(),
+      onSnapshotInstalled: (seconds) => metrics.onSnapshotInstalled(seconds),
+      onReplicationRoundTrip: (seconds) => metrics.onReplicationRoundTrip(seconds),
+      onSnapshotServed: (outcome, sizeBytes) => metrics.onSnapshotServed(outcome, sizeBytes),
+      onStorageCommit: (seconds) => metrics.observeCommit(seconds),
+      onConfigurationStoreAnswer: (reachable) =>
+        metrics.setConfigurationStoreReachable(config.configurationStore.kind, reachable),
+      onRoleChanged: (role) => setPodRole?.(role),
+    },
   );
   logger.info(
     { ordinal: config.ordinal, peers: config.peers, lastIndex: node.lastIndex, epoch: node.currentEpoch() },
@@ -80,9 +165,15 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     'grpc.max_send_message_length': 64 * 1024 * 1024,
   });
-  peerServer.addService(peerServiceDefinition(), peerServiceHandlers(config.clusterName, node));
+  peerServer.addService(
+    peerServiceDefinition(),
+    peerServiceHandlers(config.clusterName, node, {
+      limits: { maxEntriesPerAppend: config.timings.maxEntriesPerAppend },
+      logger,
+    }),
+  );
   const peerPort = await new Promise<number>((resolve, reject) => {
-    peerServer.bindAsync(config.peerListenAddress, grpc.ServerCredentials.createInsecure(), (error, port) =>
+    peerServer.bindAsync(config.peerListenAddress, peerServerCredentials(peerTls), (error, port) =>
       error ? reject(error) : resolve(port),
     );
   });
@@ -104,9 +195,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   const credentials =
     config.tls === 'insecure'
       ? grpc.ServerCredentials.createInsecure()
-      : grpc.ServerCredentials.createSsl(null, [
-          { cert_chain: readFileSync(config.tls.certificatePath), private_key: readFileSync(config.tls.keyPath) },
-        ]);
+      : clientPortServerCredentials(config.tls.certificatePath, config.tls.keyPath);
   const clientPort = await new Promise<number>((resolve, reject) => {
     grpcServer.bindAsync(config.listenAddress, credentials, (error, port) => (error ? reject(error) : resolve(port)));
   });
@@ -145,10 +234,14 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
           resolve();
         });
       });
+      // Hand leadership over, or leave the in-sync set, before the peer port closes: a rolling update then
+      // never makes writes wait for a timeout.
+      await node.shutDownGracefully(Math.min(config.shutdownGraceMs, 5_000));
       peerServer.forceShutdown();
       network.close();
       await closeHttp(http.server);
       node.stop();
+      await configurationStore.close();
       logger.info('stopped');
     })();
     return stopping;

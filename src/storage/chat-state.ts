@@ -18,10 +18,13 @@ import {
   type LoginCommand,
   type LogoutCommand,
   type MarkDeliveredCommand,
+  type RotateSessionKeyCommand,
+  type UpgradePasswordHashCommand,
   type SendMessageCommand,
   type StoredMessage,
 } from '../core/commands.js';
 import type { Configuration } from '../core/replication/types.js';
+import type { SessionKey } from '../core/session-token.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -30,6 +33,7 @@ import {
   UnauthenticatedError,
 } from '../core/errors.js';
 import { PRUNE_EVERY_ENTRIES, REQUEST_RETENTION_MAX_COUNT, REQUEST_RETENTION_MS } from '../core/limits.js';
+import { usernameKey } from '../core/validation.js';
 import type { SqliteDatabase } from './database.js';
 
 interface MessageRow {
@@ -72,15 +76,36 @@ function toMessage(row: MessageRow): StoredMessage {
   };
 }
 
+/** Token-signing keys live at once at most; a rotation beyond that is refused until older keys retire. */
+export const SESSION_KEYS_LIVE_MAX = 16;
+
+/**
+ * What the idempotency record keeps of a result. A message's body is left out, so that deleting the message
+ * (or its account) leaves no copy of the body in the requests table; a replay reads the body from the
+ * message, if it still exists.
+ */
+function recordedResult(command: Command, result: CommandResult): unknown {
+  if (command.kind !== 'sendMessage') return result;
+  const { body: _body, ...message } = (result as CommandResult<'sendMessage'>).message;
+  return { message };
+}
+
 export class ChatState {
   private readonly statements: Record<string, Statement>;
 
   constructor(private readonly database: SqliteDatabase) {
     const prepare = (sql: string): Statement => database.prepare(sql);
     this.statements = {
-      userExists: prepare('SELECT 1 FROM users WHERE username = ?'),
+      // Names are matched exactly first, so that an account that collided before usernames ignored case
+      // (see migration 2) still answers to its exact name; any other spelling finds the account by its key.
+      exactUsername: prepare('SELECT username FROM users WHERE username = ?'),
+      usernameByKey: prepare('SELECT username FROM users WHERE username_key = ?'),
+      // A key is taken by an account with that key, or by a younger collided one (`<key>#<name>`).
+      keyTaken: prepare(
+        "SELECT 1 FROM users WHERE username_key = @key OR substr(username_key, 1, length(@key) + 1) = @key || '#' LIMIT 1",
+      ),
       passwordHash: prepare('SELECT password_hash AS passwordHash FROM users WHERE username = ?'),
-      insertUser: prepare('INSERT INTO users (username, password_hash, created_at_ms) VALUES (?, ?, ?)'),
+      insertUser: prepare('INSERT INTO users (username, username_key, password_hash, created_at_ms) VALUES (?, ?, ?, ?)'),
       deleteUser: prepare('DELETE FROM users WHERE username = ?'),
       insertSession: prepare('INSERT INTO sessions (id, username, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)'),
       deleteSession: prepare('DELETE FROM sessions WHERE id = ? AND username = ?'),
@@ -91,15 +116,30 @@ export class ChatState {
       ),
       message: prepare('SELECT * FROM messages WHERE id = ?'),
       markDelivered: prepare('UPDATE messages SET delivered = 1 WHERE id = ? AND delivered = 0'),
+      // The hash pins the row (its salt is random); the name is compared ignoring case only as a second check.
+      upgradePasswordHash: prepare(
+        'UPDATE users SET password_hash = @passwordHash WHERE password_hash = @previousHash AND lower(username) = lower(@username)',
+      ),
+      // Subscribe's replay: the oldest undelivered messages whose bodies fit in @maxBytes together (the first
+      // one always, so that a replay always makes progress), at most @limit of them.
+      undeliveredWithinBytes: prepare(
+        `SELECT * FROM (
+           SELECT *, sum(length(CAST(body AS BLOB))) OVER (ORDER BY sequence ROWS UNBOUNDED PRECEDING) AS running_bytes
+             FROM messages
+             WHERE recipient = @username AND delivered = 0 AND (@instantOnly = 0 OR instant = 1)
+             ORDER BY sequence LIMIT @limit
+         ) WHERE running_bytes - length(CAST(body AS BLOB)) < @maxBytes ORDER BY sequence`,
+      ),
       deleteMessage: prepare('DELETE FROM messages WHERE id = ?'),
-      unreadCount: prepare('SELECT count(*) AS count FROM messages WHERE recipient = ? AND delivered = 0'),
+      unreadCount: prepare('SELECT count(*) AS count FROM messages WHERE recipient = ? AND delivered = 0 AND sequence <= ?'),
       oldestUndelivered: prepare(
         'SELECT * FROM messages WHERE recipient = ? AND delivered = 0 ORDER BY sequence LIMIT ?',
       ),
       pushedUnacknowledged: prepare(
         'SELECT * FROM messages WHERE recipient = ? AND delivered = 0 AND instant = 1 ORDER BY sequence LIMIT ?',
       ),
-      listAccounts: prepare('SELECT username FROM users WHERE username GLOB ? AND username > ? ORDER BY username LIMIT ?'),
+      // The pattern matches the key, so that `dave*` finds Dave too; pages still go by the name as shown.
+      listAccounts: prepare('SELECT username FROM users WHERE username_key GLOB lower(?) AND username > ? ORDER BY username LIMIT ?'),
       history: prepare(
         `SELECT * FROM (
            SELECT * FROM messages WHERE sender = @username AND sequence < @before
@@ -117,16 +157,26 @@ export class ChatState {
                AND sequence < @before
          ) ORDER BY sequence DESC LIMIT @limit`,
       ),
-      request: prepare('SELECT * FROM requests WHERE request_id = ?'),
+      // A send's result is rebuilt from its message row, which has the same rowid (migration 3).
+      request: prepare(
+        `SELECT r.request_id, r.principal, r.kind, r.fingerprint, r.result, r.log_index,
+                m.id AS message_id, m.sender, m.recipient, m.body, m.sent_at_ms, m.instant
+           FROM requests AS r LEFT JOIN messages AS m ON m.sequence = r.log_index
+          WHERE r.request_id = ?`,
+      ),
       insertRequest: prepare(
         `INSERT INTO requests (request_id, principal, kind, fingerprint, result, log_index, created_at_ms)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
       ),
-      pruneRequestsByAge: prepare('DELETE FROM requests WHERE created_at_ms < ?'),
+      // Timestamps never decrease along the log, so the expired records are a prefix in log order: the
+      // scan stops at the first live one instead of reading the whole table.
+      pruneRequestsByAge: prepare(
+        `DELETE FROM requests WHERE log_index < coalesce(
+           (SELECT log_index FROM requests WHERE created_at_ms >= ? ORDER BY log_index LIMIT 1), 9223372036854775807)`,
+      ),
       requestCount: prepare('SELECT count(*) AS count FROM requests'),
       pruneRequestsByCount: prepare(
-        `DELETE FROM requests WHERE request_id IN (
-           SELECT request_id FROM requests ORDER BY created_at_ms, request_id LIMIT ?)`,
+        'DELETE FROM requests WHERE log_index IN (SELECT log_index FROM requests ORDER BY log_index LIMIT ?)',
       ),
       pruneSessions: prepare('DELETE FROM sessions WHERE expires_at_ms < ?'),
       clusterValue: prepare('SELECT value FROM cluster_state WHERE key = ?'),
@@ -153,7 +203,8 @@ export class ChatState {
         command.principal,
         command.kind,
         command.fingerprint,
-        JSON.stringify(result),
+        // A send's result is its message row (see request()); nothing of it is stored twice.
+        command.kind === 'sendMessage' ? null : JSON.stringify(recordedResult(command, result)),
         logIndex,
         command.timestampMs,
       );
@@ -182,6 +233,10 @@ export class ChatState {
         return this.deleteMessages(command);
       case 'deleteAccount':
         return this.deleteAccount(command);
+      case 'upgradePasswordHash':
+        return this.upgradePasswordHash(command);
+      case 'rotateSessionKey':
+        return this.rotateSessionKey(command);
     }
   }
 
@@ -203,16 +258,23 @@ export class ChatState {
 
   private createAccount(command: CreateAccountCommand): CommandResult<'createAccount'> {
     if (this.userExists(command.username)) {
-      throw new AlreadyExistsError(`the username ${command.username} is taken`);
+      const existing = this.canonicalUsername(command.username) ?? command.username;
+      throw new AlreadyExistsError(
+        existing === command.username
+          ? `the username ${command.username} is taken`
+          : `the username ${command.username} is taken: it differs from ${existing} only in case`,
+      );
     }
-    this.statements.insertUser!.run(command.username, command.passwordHash, command.timestampMs);
+    this.statements.insertUser!.run(command.username, usernameKey(command.username), command.passwordHash, command.timestampMs);
     return { username: command.username };
   }
 
   private login(command: LoginCommand): CommandResult<'login'> {
-    if (!this.userExists(command.username)) throw new UnauthenticatedError();
-    this.statements.insertSession!.run(command.sessionId, command.username, command.timestampMs, command.expiresAtMs);
-    return { sessionId: command.sessionId, expiresAtMs: command.expiresAtMs };
+    const username = this.canonicalUsername(command.username);
+    if (username === undefined) throw new UnauthenticatedError();
+    this.statements.insertSession!.run(command.sessionId, username, command.timestampMs, command.expiresAtMs);
+    // The key is the newest one when the login applies (log order), so every replica derives the same token.
+    return { sessionId: command.sessionId, expiresAtMs: command.expiresAtMs, keyId: this.currentSessionKey()?.id ?? 0 };
   }
 
   private logout(command: LogoutCommand): CommandResult<'logout'> {
@@ -223,12 +285,14 @@ export class ChatState {
 
   private sendMessage(logIndex: number, command: SendMessageCommand): CommandResult<'sendMessage'> {
     if (!this.userExists(command.sender)) throw new UnauthenticatedError('the sender account no longer exists');
-    if (!this.userExists(command.recipient)) throw new NotFoundError(`no account named ${command.recipient}`);
+    // The recipient as typed may differ in case from the account's name; the message names the account.
+    const recipient = this.canonicalUsername(command.recipient);
+    if (recipient === undefined) throw new NotFoundError(`no account named ${command.recipient}`);
     this.statements.insertMessage!.run(
       command.messageId,
       logIndex,
       command.sender,
-      command.recipient,
+      recipient,
       command.body,
       command.timestampMs,
       command.instant ? 1 : 0,
@@ -271,6 +335,36 @@ export class ChatState {
     return {};
   }
 
+  private upgradePasswordHash(command: UpgradePasswordHashCommand): CommandResult<'upgradePasswordHash'> {
+    // A no-op when the account is gone or its hash changed meanwhile: the newer hash stands.
+    const changes = this.statements.upgradePasswordHash!.run({
+      passwordHash: command.passwordHash,
+      previousHash: command.previousHash,
+      username: command.username,
+    }).changes;
+    return { upgraded: changes === 1 };
+  }
+
+  private rotateSessionKey(command: RotateSessionKeyCommand): CommandResult<'rotateSessionKey'> {
+    const keys = this.sessionKeys();
+    if (keys.length === 0) throw new FailedPreconditionError('the cluster is not initialised yet');
+    const next = Math.max(...keys.map((key) => key.id)) + 1;
+    if (command.keyId !== next) {
+      throw new FailedPreconditionError(`session key ${command.keyId} is not the next one (${next}); rotate again`);
+    }
+    const live = keys
+      .map((key) => ({ ...key, retiresAtMs: Math.min(key.retiresAtMs ?? command.previousKeysRetireAtMs, command.previousKeysRetireAtMs) }))
+      .filter((key) => key.retiresAtMs > command.timestampMs);
+    if (live.length >= SESSION_KEYS_LIVE_MAX) {
+      throw new FailedPreconditionError(
+        `${live.length} older session keys are still live; wait until they retire, or rotate with revoke_previous`,
+      );
+    }
+    const stored: SessionKey[] = [...live, { id: command.keyId, secretHex: command.secretHex, retiresAtMs: null }];
+    this.statements.upsertClusterValue!.run('session_keys', JSON.stringify(stored));
+    return { keyId: command.keyId };
+  }
+
   /** Forgets expired sessions and request ids past their retention, deterministically from the log. */
   private prune(nowMs: number): void {
     this.statements.pruneSessions!.run(nowMs);
@@ -284,12 +378,26 @@ export class ChatState {
   // ---------------------------------------------------------------------------------------------------
   // Reads: never write.
 
+  /**
+   * The account's name as it was registered, for a name typed in any case: the exact name if an account has
+   * it, else the account with the same usernameKey(); undefined when there is none.
+   */
+  canonicalUsername(username: string): string | undefined {
+    const exact = this.statements.exactUsername!.get(username) as { username: string } | undefined;
+    if (exact !== undefined) return exact.username;
+    const byKey = this.statements.usernameByKey!.get(usernameKey(username)) as { username: string } | undefined;
+    return byKey?.username;
+  }
+
+  /** True when the name, ignoring case, belongs to an account, or cannot be registered because of one. */
   userExists(username: string): boolean {
-    return this.statements.userExists!.get(username) !== undefined;
+    return this.canonicalUsername(username) !== undefined || this.statements.keyTaken!.get({ key: usernameKey(username) }) !== undefined;
   }
 
   passwordHash(username: string): string | undefined {
-    const row = this.statements.passwordHash!.get(username) as { passwordHash: string } | undefined;
+    const canonical = this.canonicalUsername(username);
+    if (canonical === undefined) return undefined;
+    const row = this.statements.passwordHash!.get(canonical) as { passwordHash: string } | undefined;
     return row?.passwordHash;
   }
 
@@ -302,8 +410,10 @@ export class ChatState {
     return row === undefined ? undefined : toMessage(row);
   }
 
-  unreadCount(username: string): number {
-    return (this.statements.unreadCount!.get(username) as { count: number }).count;
+  /** Undelivered messages of `username` sent at or before log index `upToSequence` (committed state only, when given the commit index). */
+  unreadCount(username: string, upToSequence = Number.MAX_SAFE_INTEGER): number {
+    const row = this.statements.unreadCount!.get(this.canonicalUsername(username) ?? username, upToSequence) as { count: number };
+    return row.count;
   }
 
   oldestUndelivered(username: string, limit: number): StoredMessage[] {
@@ -327,23 +437,87 @@ export class ChatState {
     const rows =
       withUsername === undefined
         ? this.statements.history!.all({ username, before: beforeSequence, limit })
-        : this.statements.historyWith!.all({ username, before: beforeSequence, limit, peer: withUsername });
+        : this.statements.historyWith!.all({
+            username,
+            before: beforeSequence,
+            limit,
+            peer: this.canonicalUsername(withUsername) ?? withUsername,
+          });
     return (rows as MessageRow[]).map(toMessage);
   }
 
   request(requestId: string): RequestRecord | undefined {
     const row = this.statements.request!.get(requestId) as
-      | { request_id: string; principal: string; kind: string; fingerprint: string; result: string; log_index: number }
+      | {
+          request_id: string;
+          principal: string;
+          kind: string;
+          fingerprint: string;
+          result: string | null;
+          log_index: number;
+          message_id: string | null;
+          sender: string;
+          recipient: string;
+          body: string;
+          sent_at_ms: number;
+          instant: number;
+        }
       | undefined;
     if (row === undefined) return undefined;
+    let result: unknown;
+    if (row.result === null) {
+      // A send whose message exists: its result was the message as stored then, still undelivered.
+      assert(row.kind === 'sendMessage' && row.message_id !== null, `request ${requestId} has neither a result nor a message`);
+      result = {
+        message: toMessage({
+          id: row.message_id,
+          sequence: row.log_index,
+          sender: row.sender,
+          recipient: row.recipient,
+          body: row.body,
+          sent_at_ms: row.sent_at_ms,
+          delivered: 0,
+          instant: row.instant,
+        }),
+      };
+    } else {
+      result = JSON.parse(row.result) as unknown;
+    }
     return {
       requestId: row.request_id,
       principal: row.principal,
       kind: row.kind,
       fingerprint: row.fingerprint,
-      result: JSON.parse(row.result) as unknown,
+      result,
       logIndex: row.log_index,
     };
+  }
+
+
+  /**
+   * The token-signing keys not yet dropped: the cluster's first secret as key 0 until the first rotation,
+   * then the list the rotations keep (src/core/session-token.ts says which are accepted when).
+   */
+  sessionKeys(): SessionKey[] {
+    const stored = this.clusterValue('session_keys');
+    if (stored !== undefined) return JSON.parse(stored) as SessionKey[];
+    const secret = this.clusterValue('session_secret');
+    return secret === undefined ? [] : [{ id: 0, secretHex: secret, retiresAtMs: null }];
+  }
+
+  /** The key that signs new sessions: the newest. */
+  currentSessionKey(): SessionKey | undefined {
+    const keys = this.sessionKeys();
+    return keys.reduce<SessionKey | undefined>((newest, key) => (newest === undefined || key.id > newest.id ? key : newest), undefined);
+  }
+
+  /**
+   * The oldest undelivered messages of `username` (only pushed ones with `instantOnly`) whose bodies fit in
+   * `maxBytes` together, at most `limit`; the first always, however large.
+   */
+  undeliveredWithinBytes(username: string, instantOnly: boolean, maxBytes: number, limit: number): StoredMessage[] {
+    const rows = this.statements.undeliveredWithinBytes!.all({ username, instantOnly: instantOnly ? 1 : 0, maxBytes, limit });
+    return (rows as MessageRow[]).map(toMessage);
   }
 
   /** The latest configuration in the log (entries are applied as they are appended). */

@@ -1,14 +1,17 @@
 /**
  * A replica's durable store: the command log and the chat state in one SQLite file. Appending a command to
  * the log and applying it to the tables happen in one transaction, so after any crash the log and the
- * tables agree: either both hold the entry or neither does.
+ * tables agree: either both hold the entry or neither does. The in-memory counters (last index, last
+ * epoch, the log chain) move only once the outermost transaction has committed, so that a rolled-back
+ * transaction can never leave them ahead of the disk.
  */
 import { createHash } from 'node:crypto';
 import { assert } from '../core/assert.js';
 import type { Command, CommandResult } from '../core/commands.js';
 import type { EpochStart } from '../core/replication/epoch-history.js';
-import type { PersistedProtocolState } from '../core/replication/replica-core.js';
+import type { Campaign, PersistedProtocolState } from '../core/replication/replica-core.js';
 import { ChatState } from './chat-state.js';
+import { commandChainText, decodeLogRow, LOG_ROW_SELECT, type LogRow, storedCommandText } from './command-encoding.js';
 import { openDatabase, type SqliteDatabase } from './database.js';
 import { computeStateDigest } from './state-digest.js';
 
@@ -19,32 +22,63 @@ export interface LogEntry {
   readonly command: Command;
 }
 
+/** What the counters are after the entries applied so far (committed or staged in the open transaction). */
+interface LogPosition {
+  readonly lastIndex: number;
+  readonly lastEpoch: number;
+  readonly lastTimestampMs: number;
+  readonly logChain: string;
+}
+
+/** How many recent log-chain values are remembered, for comparing with followers (see chainAt). */
+const RECENT_CHAIN_ENTRIES = 4096;
+
+/** The per-replica rows of local_metadata that a snapshot swap must carry over (they are this replica's promises). */
+const LOCAL_PROMISE_KEYS = ['current_epoch', 'campaign', 'run_counter'] as const;
+
 export class ReplicaStore {
   readonly chat: ChatState;
-  private lastIndexValue: number;
-  private lastEpochValue: number;
-  private lastTimestampMsValue: number;
+  private committed: LogPosition;
+  private staged: LogPosition;
+  /** Chain values of entries staged in the open transaction, promoted to `recentChains` on commit. */
+  private stagedChains: [number, string][] = [];
+  private readonly recentChains = new Map<number, string>();
   private readonly appendStatement;
   private readonly entriesStatement;
   private readonly chainStatement;
-  private logChainValue: string;
+  private readonly metadataGet;
+  private readonly metadataSet;
+  private readonly metadataDelete;
 
   private constructor(readonly database: SqliteDatabase) {
     this.chat = new ChatState(database);
     this.appendStatement = database.prepare('INSERT INTO command_log (log_index, epoch, command) VALUES (?, ?, ?)');
-    this.entriesStatement = database.prepare(
-      'SELECT log_index AS "index", epoch, command FROM command_log WHERE log_index >= ? ORDER BY log_index LIMIT ?',
-    );
-    const last = database
-      .prepare('SELECT log_index AS "index", epoch, command FROM command_log ORDER BY log_index DESC LIMIT 1')
-      .get() as { index: number; epoch: number; command: string } | undefined;
-    this.lastIndexValue = last?.index ?? 0;
-    this.lastEpochValue = last?.epoch ?? 0;
-    this.lastTimestampMsValue = last === undefined ? 0 : (JSON.parse(last.command) as Command).timestampMs;
+    // Entries are stored without the values their request and message rows hold (command-encoding.ts).
+    this.entriesStatement = database.prepare(`${LOG_ROW_SELECT} WHERE l.log_index >= ? ORDER BY l.log_index LIMIT ?`);
     this.chainStatement = database.prepare(
       "INSERT INTO cluster_state (key, value) VALUES ('log_chain', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
-    this.logChainValue = this.chat.clusterValue('log_chain') ?? '';
+    this.metadataGet = database.prepare('SELECT value FROM local_metadata WHERE key = ?');
+    this.metadataSet = database.prepare(
+      'INSERT INTO local_metadata (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    );
+    this.metadataDelete = database.prepare('DELETE FROM local_metadata WHERE key = ?');
+    const last = database
+      .prepare(`${LOG_ROW_SELECT} WHERE l.log_index = (SELECT max(log_index) FROM command_log)`)
+      .get() as LogRow | undefined;
+    this.committed = {
+      lastIndex: last?.index ?? 0,
+      lastEpoch: last?.epoch ?? 0,
+      lastTimestampMs: last === undefined ? 0 : decodeLogRow(last).timestampMs,
+      logChain: this.chat.clusterValue('log_chain') ?? '',
+    };
+    this.staged = this.committed;
+    if (this.committed.lastIndex > 0) this.recentChains.set(this.committed.lastIndex, this.committed.logChain);
+  }
+
+  /** Opens the store in `filePath` (':memory:' for tests). */
+  static open(filePath: string): ReplicaStore {
+    return new ReplicaStore(openDatabase(filePath));
   }
 
   /**
@@ -54,26 +88,54 @@ export class ReplicaStore {
    * would block the event loop for seconds). It is part of the replicated state, so snapshots carry it.
    */
   get logChainDigest(): string {
-    return this.logChainValue;
+    return this.staged.logChain;
   }
 
-  /** Opens the store in `filePath` (':memory:' for tests). */
-  static open(filePath: string): ReplicaStore {
-    return new ReplicaStore(openDatabase(filePath));
+  /** The chain value after the entry at `index`, if it is one of the most recent ones. */
+  chainAt(index: number): string | undefined {
+    return this.recentChains.get(index);
   }
 
   /** The index of the last entry in the log; 0 when the log is empty. */
   get lastIndex(): number {
-    return this.lastIndexValue;
+    return this.staged.lastIndex;
   }
 
   get lastEpoch(): number {
-    return this.lastEpochValue;
+    return this.staged.lastEpoch;
   }
 
   /** The timestamp of the last logged command, so that the next one is never earlier. */
   get lastTimestampMs(): number {
-    return this.lastTimestampMsValue;
+    return this.staged.lastTimestampMs;
+  }
+
+  /**
+   * Runs `work` in one transaction (nested calls become savepoints). The counters of entries applied inside
+   * move to the committed view only once the outermost transaction commits; if it throws, they fall back.
+   */
+  atomically<T>(work: () => T): T {
+    const outermost = !this.database.inTransaction;
+    try {
+      const result = this.database.transaction(work)();
+      if (outermost) this.promote();
+      return result;
+    } catch (error) {
+      if (outermost) this.rollBackCounters();
+      throw error;
+    }
+  }
+
+  private promote(): void {
+    this.committed = this.staged;
+    for (const [index, chain] of this.stagedChains) this.recentChains.set(index, chain);
+    this.stagedChains = [];
+    while (this.recentChains.size > RECENT_CHAIN_ENTRIES) this.recentChains.delete(this.recentChains.keys().next().value!);
+  }
+
+  private rollBackCounters(): void {
+    this.staged = this.committed;
+    this.stagedChains = [];
   }
 
   /**
@@ -81,39 +143,40 @@ export class ReplicaStore {
    * state machine rolls back both and propagates: nothing is logged.
    */
   appendAndApply(epoch: number, command: Command): { entry: LogEntry; result: CommandResult } {
-    const entry: LogEntry = { index: this.lastIndexValue + 1, epoch, command };
+    const entry: LogEntry = { index: this.staged.lastIndex + 1, epoch, command };
     const result = this.applyEntry(entry);
     return { entry, result };
   }
 
   /** Applies an entry that must directly follow the last one (a follower's path, and replay). */
   applyEntry(entry: LogEntry): CommandResult {
-    assert(entry.index === this.lastIndexValue + 1, `entry ${entry.index} does not follow ${this.lastIndexValue}`);
-    assert(entry.epoch >= this.lastEpochValue, `entry epoch ${entry.epoch} is older than ${this.lastEpochValue}`);
-    const commandText = JSON.stringify(entry.command);
-    const chain = createHash('sha256').update(`${this.logChainValue}\n${entry.index}\n${commandText}`).digest('hex');
-    const result = this.database.transaction(() => {
+    const before = this.staged;
+    assert(entry.index === before.lastIndex + 1, `entry ${entry.index} does not follow ${before.lastIndex}`);
+    assert(entry.epoch >= before.lastEpoch, `entry epoch ${entry.epoch} is older than ${before.lastEpoch}`);
+    const chainText = commandChainText(entry.command);
+    const chain = createHash('sha256').update(`${before.logChain}\n${entry.index}\n${chainText}`).digest('hex');
+    return this.atomically(() => {
       const applied = this.chat.apply(entry.index, entry.command);
-      this.appendStatement.run(entry.index, entry.epoch, commandText);
+      this.appendStatement.run(entry.index, entry.epoch, storedCommandText(entry.command, applied));
       this.chainStatement.run(chain);
+      // Staged only once every statement succeeded: a ChatError above leaves the counters as they were.
+      this.staged = {
+        lastIndex: entry.index,
+        lastEpoch: entry.epoch,
+        lastTimestampMs: Math.max(before.lastTimestampMs, entry.command.timestampMs),
+        logChain: chain,
+      };
+      this.stagedChains.push([entry.index, chain]);
       return applied;
-    })();
-    this.logChainValue = chain;
-    this.lastIndexValue = entry.index;
-    this.lastEpochValue = entry.epoch;
-    this.lastTimestampMsValue = Math.max(this.lastTimestampMsValue, entry.command.timestampMs);
-    return result;
+    });
   }
 
-  /**
-   * Applies entries that directly follow the log, all in one transaction: one fsync for a whole batch
-   * from the leader.
-   */
+  /** Applies entries that directly follow the log, all in one transaction: one fsync for a whole batch. */
   applyEntries(entries: readonly LogEntry[]): void {
     if (entries.length === 0) return;
-    this.database.transaction(() => {
+    this.atomically(() => {
       for (const entry of entries) this.applyEntry(entry);
-    })();
+    });
   }
 
   /** The oldest index the log still holds. */
@@ -121,7 +184,7 @@ export class ReplicaStore {
     const row = this.database.prepare('SELECT min(log_index) AS firstIndex FROM command_log').get() as {
       firstIndex: number | null;
     };
-    return row.firstIndex ?? this.lastIndexValue + 1;
+    return row.firstIndex ?? this.lastIndex + 1;
   }
 
   /**
@@ -129,26 +192,61 @@ export class ReplicaStore {
    * replicas that need older entries; the log itself is local, not part of the replicated state.
    */
   truncateLogBefore(firstIndex: number): void {
-    assert(firstIndex <= this.lastIndexValue, 'truncation keeps at least the last entry');
+    assert(firstIndex <= this.lastIndex, 'truncation keeps at least the last entry');
     this.database.prepare('DELETE FROM command_log WHERE log_index < ?').run(firstIndex);
+  }
+
+  private metadata(key: string): string | undefined {
+    return (this.metadataGet.get(key) as { value: string } | undefined)?.value;
   }
 
   /** The highest epoch this replica has accepted or started; persisted before it is acted on. */
   get currentEpoch(): number {
-    const row = this.database.prepare("SELECT value FROM local_metadata WHERE key = 'current_epoch'").get() as
-      | { value: string }
-      | undefined;
-    return Math.max(Number(row?.value ?? 0), this.lastEpochValue);
+    return Math.max(Number(this.metadata('current_epoch') ?? 0), this.lastEpoch);
   }
 
   setCurrentEpoch(epoch: number): void {
+    assert(Number.isSafeInteger(epoch), `epoch ${epoch} is not a safe integer`);
     assert(epoch >= this.currentEpoch, `the epoch must not go back from ${this.currentEpoch} to ${epoch}`);
-    this.database
-      .prepare(
-        "INSERT INTO local_metadata (key, value) VALUES ('current_epoch', ?) " +
-          'ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-      )
-      .run(String(epoch));
+    this.metadataSet.run('current_epoch', String(epoch));
+  }
+
+  /** A takeover asked of the configuration store whose outcome is not known yet; see Campaign. */
+  get campaign(): Campaign | null {
+    const value = this.metadata('campaign');
+    return value === undefined ? null : (JSON.parse(value) as Campaign);
+  }
+
+  setCampaign(campaign: Campaign | null): void {
+    if (campaign === null) this.metadataDelete.run('campaign');
+    else this.metadataSet.run('campaign', JSON.stringify(campaign));
+  }
+
+  /** Raises and persists the run counter; each start of the replica process is a new incarnation. */
+  nextIncarnation(): number {
+    const next = Number(this.metadata('run_counter') ?? 0) + 1;
+    this.metadataSet.run('run_counter', String(next));
+    return next;
+  }
+
+  /** This replica's promises, to carry over a snapshot swap (the snapshot carries the sender's state, not these). */
+  localPromises(): Map<string, string> {
+    const promises = new Map<string, string>();
+    for (const key of LOCAL_PROMISE_KEYS) {
+      const value = this.metadata(key);
+      if (value !== undefined) promises.set(key, value);
+    }
+    return promises;
+  }
+
+  restoreLocalPromises(promises: ReadonlyMap<string, string>): void {
+    this.atomically(() => {
+      for (const [key, value] of promises) {
+        // The epoch never goes back across a swap: keep the larger of ours and the snapshot's.
+        if (key === 'current_epoch' && Number(value) < this.currentEpoch) continue;
+        this.metadataSet.run(key, value);
+      }
+    });
   }
 
   /** What the protocol core needs back after a restart or a snapshot. */
@@ -156,20 +254,20 @@ export class ReplicaStore {
     const epochStarts = this.database
       .prepare('SELECT epoch, min(log_index) AS firstIndex FROM command_log GROUP BY epoch ORDER BY firstIndex')
       .all() as EpochStart[];
-    const stored = this.chat.clusterValue('configuration_index');
     return {
       currentEpoch: this.currentEpoch,
+      campaign: this.campaign,
       epochStarts,
-      lastIndex: this.lastIndexValue,
+      lastIndex: this.lastIndex,
       configuration: this.chat.configuration(),
-      configurationIndex: stored === undefined ? 0 : Number(stored),
+      restoredFromBackup: this.metadata('restored_from_backup') === '1',
     };
   }
 
   /** Up to `maxCount` entries starting at `fromIndex`, in order. */
   entries(fromIndex: number, maxCount: number): LogEntry[] {
-    const rows = this.entriesStatement.all(fromIndex, maxCount) as { index: number; epoch: number; command: string }[];
-    return rows.map((row) => ({ index: row.index, epoch: row.epoch, command: JSON.parse(row.command) as Command }));
+    const rows = this.entriesStatement.all(fromIndex, maxCount) as LogRow[];
+    return rows.map((row) => ({ index: row.index, epoch: row.epoch, command: decodeLogRow(row) }));
   }
 
   stateDigest(): string {

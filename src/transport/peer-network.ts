@@ -2,6 +2,7 @@
  * The replica's view of the network: protocol messages out through PeerSender, snapshots in through
  * FetchSnapshot. It implements the PeerNetwork interface the node driver declares.
  */
+import type * as grpc from '@grpc/grpc-js';
 import type { PeerMessage } from '../core/replication/messages.js';
 import type { PeerServiceClient } from './peer-proto.js';
 import { PeerSender } from './peer-sender.js';
@@ -13,8 +14,9 @@ const SNAPSHOT_DEADLINE_MS = 10 * 60 * 1000;
 export class GrpcPeerNetwork {
   private readonly sender: PeerSender;
 
-  constructor(clusterName: string, ordinal: number, clientAddress: string) {
-    this.sender = new PeerSender(clusterName, ordinal, clientAddress);
+  /** `credentials`: mutual TLS with this replica's cluster certificate (tls-credentials.ts). */
+  constructor(clusterName: string, ordinal: number, clientAddress: string, credentials: grpc.ChannelCredentials) {
+    this.sender = new PeerSender(clusterName, ordinal, clientAddress, credentials);
   }
 
   get droppedMessages(): number {

@@ -29,6 +29,8 @@ export class PeerSender {
     private readonly clusterName: string,
     private readonly ordinal: number,
     private readonly clientAddress: string,
+    /** Mutual TLS with this replica's cluster certificate (tls-credentials.ts peerChannelCredentials). */
+    private readonly credentials: grpc.ChannelCredentials,
   ) {}
 
   /** Messages dropped because a peer had too many calls outstanding. */
@@ -66,7 +68,7 @@ export class PeerSender {
   private entryFor(address: string): { client: DeliverClient; inflightCalls: number } {
     let entry = this.clients.get(address);
     if (entry === undefined) {
-      const client = createPeerServiceClient(address, grpc.credentials.createInsecure(), {
+      const client = createPeerServiceClient(address, this.credentials, {
         // Peer messages carry batches of entries; a snapshot chunk is at most 4 MiB.
         'grpc.max_send_message_length': 64 * 1024 * 1024,
         'grpc.max_receive_message_length': 64 * 1024 * 1024,

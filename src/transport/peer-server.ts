@@ -1,11 +1,22 @@
 /**
  * The server side of PeerService: turns Deliver calls into protocol messages for the replica, serves
- * snapshots, and answers status requests. Bad input (another cluster, undecodable JSON, a message of no
- * known type) is refused with a gRPC status and never reaches the protocol core.
+ * snapshots, and answers status requests. The port is mutual TLS (tls-credentials.ts), and every call is
+ * checked here before anything reaches the core:
+ * - the caller's certificate names a replica of this cluster (UNAUTHENTICATED otherwise);
+ * - every sender the call claims (the envelope's `from_ordinal`, the message's `from`, FetchSnapshot's
+ *   `requester_ordinal`) is that replica (PERMISSION_DENIED otherwise);
+ * - the message passes its schema (peer-message-schema.ts: INVALID_ARGUMENT otherwise);
+ * - a message only a leader sends comes from the leader of its epoch, when this replica knows it;
+ * - snapshots go only to members.
+ * A refused call is answered with a status and logged (at most a few lines per second); it is never
+ * handed on, so it can neither crash the replica nor persist anything.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
 import type { PeerMessage } from '../core/replication/messages.js';
 import type { SnapshotFile } from '../storage/snapshot.js';
+import { identityFromCertificate, type PeerIdentity } from './peer-identity.js';
+import { createPeerPayloadParser, LEADER_MESSAGE_TYPES, type PeerMessageLimits, peerAddressSchema } from './peer-message-schema.js';
 import type { FetchSnapshotCall } from './peer-proto.js';
 import { serveSnapshot } from './snapshot-transfer.js';
 
@@ -14,64 +25,159 @@ export interface PeerHandler {
   onPeerMessage(message: PeerMessage, fromClientAddress: string): void;
   /** The replica's current epoch; a snapshot request from a newer epoch is refused (we are stale). */
   currentEpoch(): number;
+  /** Whether `ordinal` is a member now, as this replica last read the configuration store. */
+  isMember(ordinal: number): boolean;
+  /** The ordinal that leads `epoch`, when this replica knows that epoch's record; undefined otherwise. */
+  leaderOfEpoch(epoch: number): number | undefined;
   createSnapshot(): Promise<SnapshotFile>;
   /** A snapshot was served: sent whole, cancelled by the receiver, or failed. */
   snapshotServed(outcome: 'sent' | 'cancelled' | 'failed', sizeBytes: number): void;
   statusJson(): string;
 }
 
-const MESSAGE_TYPES = new Set(['append', 'appendReply', 'status', 'installSnapshot', 'join']);
-/** Snapshots served at once; each holds a file and a stream, so they are few. */
-const MAX_CONCURRENT_SNAPSHOTS = 2;
-
-function isPeerMessage(value: unknown): value is PeerMessage {
-  if (typeof value !== 'object' || value === null) return false;
-  const candidate = value as { type?: unknown; from?: unknown; epoch?: unknown };
-  return (
-    typeof candidate.type === 'string' &&
-    MESSAGE_TYPES.has(candidate.type) &&
-    Number.isInteger(candidate.from) &&
-    Number.isInteger(candidate.epoch)
-  );
+export interface PeerServiceOptions {
+  readonly limits: PeerMessageLimits;
+  readonly logger: Pick<Logger, 'warn'>;
 }
 
-export function peerServiceHandlers(clusterName: string, handler: PeerHandler): grpc.UntypedServiceImplementation {
+/** Snapshots served at once; each holds a file and a stream, so they are few. */
+const MAX_CONCURRENT_SNAPSHOTS = 2;
+/** Refusals logged per second at most, so that a flood of bad calls cannot flood the log. */
+const REFUSALS_LOGGED_PER_SECOND = 10;
+const CLUSTER_NAME_MAX_LENGTH = 64;
+
+interface Envelope {
+  clusterName: unknown;
+  fromOrdinal: unknown;
+  payload: unknown;
+  fromClientAddress: unknown;
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function peerServiceHandlers(
+  clusterName: string,
+  handler: PeerHandler,
+  options: PeerServiceOptions,
+): grpc.UntypedServiceImplementation {
+  const parsePayload = createPeerPayloadParser(options.limits);
   let snapshotsInProgress = 0;
+  let refusalsThisSecond = 0;
+  let currentSecond = 0;
+
+  const logRefusal = (method: string, peer: string, refusal: Refusal): void => {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== currentSecond) {
+      currentSecond = second;
+      refusalsThisSecond = 0;
+    }
+    refusalsThisSecond += 1;
+    if (refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) return;
+    options.logger.warn(
+      { method, peer, code: grpc.status[refusal.code], reason: refusal.message },
+      'refused a peer call',
+    );
+  };
+
+  /** The verified identity of the caller; refuses a caller without a certificate naming this cluster. */
+  const authenticate = (call: Pick<grpc.ServerUnaryCall<unknown, unknown>, 'getAuthContext'>): PeerIdentity => {
+    const identity = identityFromCertificate(call.getAuthContext()?.sslPeerCertificate);
+    if (typeof identity === 'string') throw new Refusal(grpc.status.UNAUTHENTICATED, identity);
+    if (identity.clusterName !== clusterName) {
+      throw new Refusal(
+        grpc.status.PERMISSION_DENIED,
+        `the certificate was issued for cluster ${identity.clusterName}, not ${clusterName}`,
+      );
+    }
+    return identity;
+  };
+
+  const claimed = (identity: PeerIdentity, field: string, value: unknown): void => {
+    if (value !== identity.ordinal) {
+      throw new Refusal(
+        grpc.status.PERMISSION_DENIED,
+        `${field} ${JSON.stringify(value)} is not the certificate's replica ${identity.ordinal}`,
+      );
+    }
+  };
+
+  const deliver = (call: grpc.ServerUnaryCall<Envelope, unknown>): void => {
+    const identity = authenticate(call);
+    const request = call.request;
+    if (typeof request.clusterName !== 'string' || request.clusterName.length > CLUSTER_NAME_MAX_LENGTH) {
+      throw new Refusal(grpc.status.INVALID_ARGUMENT, 'cluster_name is not a cluster name');
+    }
+    if (request.clusterName !== clusterName) {
+      throw new Refusal(
+        grpc.status.FAILED_PRECONDITION,
+        `this replica belongs to cluster ${clusterName}, not ${request.clusterName.slice(0, CLUSTER_NAME_MAX_LENGTH)}`,
+      );
+    }
+    claimed(identity, 'from_ordinal', request.fromOrdinal);
+    const fromClientAddress = request.fromClientAddress;
+    if (typeof fromClientAddress !== 'string' || (fromClientAddress !== '' && !peerAddressSchema.safeParse(fromClientAddress).success)) {
+      throw new Refusal(grpc.status.INVALID_ARGUMENT, 'from_client_address must be empty or host:port of at most 255 bytes');
+    }
+    if (!Buffer.isBuffer(request.payload)) throw new Refusal(grpc.status.INVALID_ARGUMENT, 'the payload is missing');
+    const checked = parsePayload(request.payload);
+    if (!checked.ok) throw new Refusal(grpc.status.INVALID_ARGUMENT, checked.problem);
+    const message = checked.message;
+    claimed(identity, 'from', message.from);
+    if (LEADER_MESSAGE_TYPES.has(message.type)) {
+      const leader = handler.leaderOfEpoch(message.epoch);
+      if (leader !== undefined && leader !== message.from) {
+        throw new Refusal(
+          grpc.status.PERMISSION_DENIED,
+          `${message.type} in epoch ${message.epoch} from replica ${message.from}, but replica ${leader} leads that epoch`,
+        );
+      }
+    }
+    handler.onPeerMessage(message, fromClientAddress);
+  };
+
   return {
-    Deliver(
-      call: grpc.ServerUnaryCall<{ clusterName: string; fromOrdinal: number; payload: Buffer; fromClientAddress: string }, unknown>,
-      callback: grpc.sendUnaryData<unknown>,
-    ) {
-      const request = call.request;
-      if (request.clusterName !== clusterName) {
-        return callback({
-          code: grpc.status.FAILED_PRECONDITION,
-          details: `this replica belongs to cluster ${clusterName}, not ${request.clusterName}`,
-        });
-      }
-      let message: unknown;
+    Deliver(call: grpc.ServerUnaryCall<Envelope, unknown>, callback: grpc.sendUnaryData<unknown>) {
       try {
-        message = JSON.parse(request.payload.toString('utf8'));
-      } catch {
-        return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'the payload is not JSON' });
+        deliver(call);
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        logRefusal('Deliver', call.getPeer(), error);
+        return callback({ code: error.code, details: error.message });
       }
-      if (!isPeerMessage(message) || message.from !== request.fromOrdinal) {
-        return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'the payload is not a protocol message' });
-      }
-      handler.onPeerMessage(message, request.fromClientAddress);
       return callback(null, {});
     },
 
     FetchSnapshot(call: FetchSnapshotCall) {
-      if (call.request.epoch > handler.currentEpoch()) {
-        call.emit('error', {
-          code: grpc.status.FAILED_PRECONDITION,
-          details: `this replica is in epoch ${handler.currentEpoch()}, older than the requester's ${call.request.epoch}`,
-        });
-        return;
-      }
-      if (snapshotsInProgress >= MAX_CONCURRENT_SNAPSHOTS) {
-        call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: 'too many snapshots in progress; retry later' });
+      try {
+        const identity = authenticate(call);
+        claimed(identity, 'requester_ordinal', call.request.requesterOrdinal);
+        if (!handler.isMember(identity.ordinal)) {
+          throw new Refusal(grpc.status.PERMISSION_DENIED, `replica ${identity.ordinal} is not a member: no snapshot`);
+        }
+        const epoch = call.request.epoch;
+        if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) {
+          throw new Refusal(grpc.status.INVALID_ARGUMENT, 'epoch must be a non-negative safe integer');
+        }
+        if (epoch > handler.currentEpoch()) {
+          throw new Refusal(
+            grpc.status.FAILED_PRECONDITION,
+            `this replica is in epoch ${handler.currentEpoch()}, older than the requester's ${epoch}`,
+          );
+        }
+        if (snapshotsInProgress >= MAX_CONCURRENT_SNAPSHOTS) {
+          throw new Refusal(grpc.status.RESOURCE_EXHAUSTED, 'too many snapshots in progress; retry later');
+        }
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        logRefusal('FetchSnapshot', call.getPeer(), error);
+        call.emit('error', { code: error.code, details: error.message });
         return;
       }
       snapshotsInProgress += 1;
@@ -89,7 +195,14 @@ export function peerServiceHandlers(clusterName: string, handler: PeerHandler): 
         });
     },
 
-    GetStatus(_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+    GetStatus(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      try {
+        authenticate(call);
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        logRefusal('GetStatus', call.getPeer(), error);
+        return callback({ code: error.code, details: error.message });
+      }
       return callback(null, { json: handler.statusJson() });
     },
   };

@@ -2,11 +2,12 @@
  * Driving the built CLI (`dist/cli/main.js`) as child processes, for integration tests: one-shot commands
  * that run to completion, long-running ones (listen) whose output lines are awaited with a deadline, and
  * waiting for a condition by polling it with a deadline instead of sleeping for a guessed time.
- * Servers are started with startServer from processes.ts.
+ * Servers are started with startServer from processes.ts, alone or as a LoopbackCluster.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { ChatClient } from '../../src/cli/chat-client.js';
-import { CLI_PATH } from './processes.js';
+import { CLI_PATH, freePort, type ServerProcess, startServer } from './processes.js';
 
 export interface CliResult {
   /** The exit code, or null when a signal ended the process. */
@@ -176,4 +177,78 @@ export async function metricValue(metricsPort: number, name: string): Promise<nu
   const text = await response.text();
   const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
   return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
+/**
+ * A cluster of real replicas on loopback, each its own `replichat server` process with its own data
+ * directory, on ports chosen once so that a replica restarted later comes back at the same addresses.
+ * Replicas are started together (replica 0 founds the cluster once it sees the others) and can be killed
+ * and started again one at a time, as an operator would.
+ */
+export class LoopbackCluster {
+  private readonly running = new Map<number, ServerProcess>();
+
+  private constructor(
+    readonly directory: string,
+    private readonly clientPorts: readonly number[],
+    private readonly peerPorts: readonly number[],
+    private readonly extraArguments: readonly string[],
+  ) {}
+
+  /** Starts `replicas` replicas under `directory` and resolves once every one knows a leader. */
+  static async start(directory: string, replicas: number, extraArguments: readonly string[] = []): Promise<LoopbackCluster> {
+    const clientPorts: number[] = [];
+    const peerPorts: number[] = [];
+    for (let ordinal = 0; ordinal < replicas; ordinal += 1) {
+      clientPorts.push(await freePort());
+      peerPorts.push(await freePort());
+    }
+    const cluster = new LoopbackCluster(directory, clientPorts, peerPorts, extraArguments);
+    await Promise.all(clientPorts.map((_port, ordinal) => cluster.startReplica(ordinal)));
+    return cluster;
+  }
+
+  /** The client address of every replica, in ordinal order. */
+  get addresses(): string[] {
+    return this.clientPorts.map((port) => `127.0.0.1:${port}`);
+  }
+
+  dataDirectory(ordinal: number): string {
+    return join(this.directory, `replica-${ordinal}`);
+  }
+
+  /** The running process of a replica, or undefined when it is stopped. */
+  replica(ordinal: number): ServerProcess | undefined {
+    return this.running.get(ordinal);
+  }
+
+  /** Starts a stopped replica; with `awaitReady` (the default) resolves once it knows a leader. */
+  async startReplica(ordinal: number, options: { awaitReady?: boolean } = {}): Promise<ServerProcess> {
+    const peers = this.peerPorts.map((port, index) => `${index}=127.0.0.1:${port}`).join(',');
+    const server = await startServer({
+      dataDirectory: this.dataDirectory(ordinal),
+      port: this.clientPorts[ordinal]!,
+      awaitReady: options.awaitReady ?? true,
+      extraArguments: [
+        '--ordinal', String(ordinal),
+        '--peers', peers,
+        '--peer-listen', `127.0.0.1:${this.peerPorts[ordinal]!}`,
+        ...this.extraArguments,
+      ],
+    });
+    this.running.set(ordinal, server);
+    return server;
+  }
+
+  /** Kills a replica (SIGKILL unless told) and waits for its exit. */
+  async kill(ordinal: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const server = this.running.get(ordinal);
+    this.running.delete(ordinal);
+    await server?.kill(signal);
+  }
+
+  /** Kills every running replica. */
+  async killAll(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await Promise.all([...this.running.keys()].map((ordinal) => this.kill(ordinal, signal)));
+  }
 }

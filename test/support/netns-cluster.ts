@@ -1,52 +1,70 @@
 /**
- * A three-replica replichat cluster of real processes, each replica in its own network namespace (a
- * "machine" from netns.ts), for integration tests of replication: start, SIGKILL, SIGSTOP/SIGCONT and clean
- * stops of single replicas, their JSON log lines, their protocol status (PeerService.GetStatus), their
- * /readyz, and, once they are stopped, the state digest and the message ids of each replica's SQLite file.
+ * The one harness of every network-namespace integration test: a replichat cluster of real `replichat
+ * server` processes, each replica in its own network namespace (a "machine" from netns.ts), with a real
+ * etcd as the configuration store (netns-etcd.ts, on the bridge's side of the hosts' network). It starts,
+ * SIGKILLs, SIGSTOPs/SIGCONTs and cleanly stops single replicas; captures their JSON log lines; reads their
+ * replica status (ChatService.GetReplicaStatus on the client port) and /readyz; cuts replicas off each other
+ * or off the store (NetnsHosts.cut); gives a replica a tiny disk that can be filled; reads the store's
+ * record; and, once replicas are stopped, reads the state digest and the message ids of their SQLite files.
  *
  * Every replica listens on the same ports inside its own host (clients 50051, peers 50052, HTTP 9100) and
  * finds its peers by their StatefulSet names (chat-i.chat-peers), exactly as in Kubernetes. The test
  * process, in the root namespace, reaches host i at hosts.address(i) through the bridge, so each replica
- * advertises that address to clients. Conditions are awaited by polling with a deadline, never by sleeping.
+ * advertises that address to clients. By default a replica is started with every host as a peer; a
+ * membership test names a replica's peers itself (`start(index, peers)`), so that a joiner can know more
+ * peers than the original replicas do. Conditions are awaited by polling with a deadline, never by sleeping.
  */
 import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chatServiceClientConstructor } from '../../src/api/proto.js';
+import { EtcdConfigurationStore } from '../../src/configuration/etcd-configuration-store.js';
+import type { ClusterRecord } from '../../src/core/replication/cluster-record.js';
 import { computeStateDigest } from '../../src/storage/state-digest.js';
-import { peerServiceClientConstructor } from '../../src/transport/peer-proto.js';
 import { cliEnvironment } from './cli-processes.js';
-import { type NetnsHosts, createHosts } from './netns.js';
+import { type BridgeEtcd, etcdUnavailableReason, startEtcdOnBridge } from './netns-etcd.js';
+import { type NetnsHosts, createHosts, netnsUnavailableReason } from './netns.js';
 import { CLI_PATH } from './processes.js';
 
 export const CLIENT_PORT = 50051;
 export const PEER_PORT = 50052;
 export const METRICS_PORT = 9100;
+/** The store's key prefix and cluster name: the server's defaults, passed explicitly so the test can read the record. */
+export const ETCD_PREFIX = '/replichat/';
+export const CLUSTER_NAME = 'replichat';
 
-/** How long a replica may take from spawn to its `serving` line (node start-up, SQLite, three listeners). */
+/** How long a replica may take from spawn to its `serving` line (node start-up, SQLite, the store, three listeners). */
 const START_TIMEOUT_MS = 15_000;
 /** How long a signalled replica may take to exit; SIGTERM waits for in-flight calls (5 s grace at most). */
 const EXIT_TIMEOUT_MS = 10_000;
-/** Deadline of one GetStatus or /readyz probe; a paused or dead replica must not stall a poll. */
+/** Deadline of one status or /readyz probe; a paused or dead replica must not stall a poll. */
 const PROBE_TIMEOUT_MS = 500;
 const POLL_INTERVAL_MS = 25;
 
 /** One JSON log line of a replica, with the incarnation (1 for the first start) that wrote it. */
 export type LogLine = Record<string, unknown> & { readonly incarnation: number; readonly msg?: string };
 
-/** A replica's view of itself, from PeerService.GetStatus (ReplicaNode.status()), normalised. */
+/** A replica's own view of itself, from GetReplicaStatus, with -1 and '' turned into null. */
 export interface ReplicaStatus {
   readonly ordinal: number;
-  readonly role: 'leader' | 'follower';
+  readonly role: string;
   readonly epoch: number;
   readonly leaderOrdinal: number | null;
+  readonly leaderAddress: string;
   readonly lastIndex: number;
   readonly lastEpoch: number;
   readonly commitIndex: number;
+  readonly members: readonly number[];
   readonly inSync: readonly number[];
+  readonly leaseValid: boolean;
+  readonly snapshotting: boolean;
   readonly waitingReason: string | null;
+  readonly snapshotBytesReceived: number;
+  readonly snapshotBytesTotal: number;
+  /** Everything the replica sent, for fields this type does not name. */
   readonly raw: Record<string, unknown>;
 }
 
@@ -59,24 +77,53 @@ interface Replica {
   child: ChildProcess | undefined;
   exited: Promise<ExitResult> | undefined;
   paused: boolean;
-  /** Set by kill/stop before signalling, so that any other exit counts as a crash. */
+  /** Set by kill/stop (or expectExit) before the exit, so that any other exit counts as a crash. */
   exitExpected: boolean;
   incarnation: number;
   readonly logs: LogLine[];
   stderr: string;
-  /** Peer clients are made per incarnation, so that a restarted replica is not behind a reconnect backoff. */
-  peerClient: { incarnation: number; client: grpc.Client } | undefined;
+  /** Status clients are made per incarnation, so that a restarted replica is not behind a reconnect backoff. */
+  statusClient: { incarnation: number; client: grpc.Client } | undefined;
+  /** The peer ordinals of its last start, reused by a restart. */
+  peers: readonly number[] | undefined;
+  /** A tmpfs mounted over its data directory by useSmallDisk. */
+  smallDisk: boolean;
 }
 
 export interface ClusterOptions {
   /** The hosts' prefix (see createHosts): unique per test so that runs never share or tear down hosts. */
   readonly prefix: string;
+  /** How many hosts (replica slots); 3 by default. */
   readonly size?: number;
   /** Extra `replichat server` flags for every replica. */
   readonly extraArguments?: readonly string[];
+  /** Extra flags for one replica (per-replica certificates, for example). */
+  readonly argumentsFor?: (index: number) => readonly string[];
+  /** Extra environment variables for every replica (REPLICHAT_ADMIN_TOKEN, for example). */
+  readonly environment?: Readonly<Record<string, string>>;
 }
 
-const PeerServiceClient = peerServiceClientConstructor();
+/**
+ * Why a namespace cluster cannot run here, or undefined: namespaces (netns.ts) and etcd. For
+ * `describeOnNetns(name, body, clusterUnavailableReason)`.
+ */
+export function clusterUnavailableReason(): string | undefined {
+  return netnsUnavailableReason() ?? etcdUnavailableReason();
+}
+
+let configurationStoreFlag: boolean | undefined;
+/**
+ * True once the built server takes `--configuration-store`. The flags are being added with the new
+ * replication driver; until they are, the cluster runs without a store so that the suites still test the
+ * code that exists. (Remove this check once the driver has landed.)
+ */
+function serverTakesConfigurationStore(): boolean {
+  if (configurationStoreFlag === undefined) {
+    const help = spawnSync(process.execPath, [CLI_PATH, 'server', '--help'], { encoding: 'utf8', timeout: 15_000 });
+    configurationStoreFlag = `${help.stdout}${help.stderr}`.includes('--configuration-store');
+  }
+  return configurationStoreFlag;
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -100,22 +147,57 @@ export async function pollUntil<T>(
   }
 }
 
-function normaliseStatus(raw: Record<string, unknown>): ReplicaStatus {
-  const configuration = raw.configuration as { inSync?: number[] } | null | undefined;
-  const leader = raw.leaderOrdinal;
+function sortedNumbers(value: unknown): number[] {
+  return Array.isArray(value) ? value.map(Number).sort((a, b) => a - b) : [];
+}
+
+function toReplicaStatus(raw: Record<string, unknown>): ReplicaStatus {
+  const leader = Number(raw.leaderOrdinal ?? -1);
   const waiting = raw.waitingReason;
   return {
     ordinal: Number(raw.ordinal),
-    role: raw.role === 'leader' ? 'leader' : 'follower',
+    role: String(raw.role),
     epoch: Number(raw.epoch),
-    leaderOrdinal: typeof leader === 'number' && leader >= 0 ? leader : null,
+    leaderOrdinal: leader >= 0 ? leader : null,
+    leaderAddress: String(raw.leaderAddress ?? ''),
     lastIndex: Number(raw.lastIndex),
     lastEpoch: Number(raw.lastEpoch),
     commitIndex: Number(raw.commitIndex),
-    inSync: [...(configuration?.inSync ?? (raw.inSync as number[] | undefined) ?? [])].sort((a, b) => a - b),
+    members: sortedNumbers(raw.members),
+    inSync: sortedNumbers(raw.inSync),
+    leaseValid: raw.leaseValid === true,
+    snapshotting: raw.snapshotting === true,
     waitingReason: typeof waiting === 'string' && waiting !== '' ? waiting : null,
+    snapshotBytesReceived: Number(raw.snapshotBytesReceived ?? 0),
+    snapshotBytesTotal: Number(raw.snapshotBytesTotal ?? 0),
     raw,
   };
+}
+
+/** Loading the proto takes tens of milliseconds: once per test file. */
+let chatClientConstructor: grpc.ServiceClientConstructor | undefined;
+/** A plain grpc-js ChatService client, insecure, with a short reconnect backoff. */
+export function chatServiceClient(address: string): grpc.Client {
+  chatClientConstructor ??= chatServiceClientConstructor();
+  return new chatClientConstructor(address, grpc.credentials.createInsecure(), {
+    'grpc.initial_reconnect_backoff_ms': 50,
+    'grpc.max_reconnect_backoff_ms': 250,
+  });
+}
+
+type UnaryCall = (
+  request: object,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: (error: grpc.ServiceError | null, response?: unknown) => void,
+) => void;
+
+/** One unary call with a deadline; rejects with the grpc.ServiceError. */
+export function callUnary(client: grpc.Client, method: string, request: object, metadata: grpc.Metadata, deadlineMs: number): Promise<unknown> {
+  const call = (client as unknown as Record<string, UnaryCall>)[method]!.bind(client);
+  return new Promise((resolve, reject) =>
+    call(request, metadata, { deadline: Date.now() + deadlineMs }, (error, response) => (error === null ? resolve(response) : reject(error))),
+  );
 }
 
 export class NetnsCluster {
@@ -123,12 +205,15 @@ export class NetnsCluster {
   private destroyed = false;
   /** Exits that no kill or stop asked for (an assertion failure crashes a replica, for example). */
   private readonly crashes: string[] = [];
+  private storeReader: EtcdConfigurationStore | undefined;
 
   private constructor(
     readonly hosts: NetnsHosts,
-    /** Holds replica-i/ for every replica; removed by destroy(). */
+    /** Holds replica-i/ for every replica, and etcd/; removed by destroy(). */
     readonly dataRoot: string,
-    private readonly extraArguments: readonly string[],
+    /** The configuration store, or undefined while the server has no --configuration-store flag. */
+    readonly etcd: BridgeEtcd | undefined,
+    private readonly options: ClusterOptions,
   ) {
     this.replicas = Array.from({ length: hosts.count }, () => ({
       child: undefined,
@@ -138,14 +223,26 @@ export class NetnsCluster {
       incarnation: 0,
       logs: [],
       stderr: '',
-      peerClient: undefined,
+      statusClient: undefined,
+      peers: undefined,
+      smallDisk: false,
     }));
   }
 
   static async create(options: ClusterOptions): Promise<NetnsCluster> {
     const hosts = await createHosts(options.prefix, options.size ?? 3);
     const dataRoot = mkdtempSync(join(tmpdir(), `replichat-netns-${options.prefix}-`));
-    return new NetnsCluster(hosts, dataRoot, options.extraArguments ?? []);
+    let etcd: BridgeEtcd | undefined;
+    try {
+      if (serverTakesConfigurationStore()) {
+        etcd = await startEtcdOnBridge(hosts.bridgeAddress, join(dataRoot, 'etcd'), `etcd-${options.prefix}`);
+      }
+    } catch (error) {
+      await hosts.destroy();
+      rmSync(dataRoot, { recursive: true, force: true });
+      throw error;
+    }
+    return new NetnsCluster(hosts, dataRoot, etcd, options);
   }
 
   get size(): number {
@@ -161,9 +258,14 @@ export class NetnsCluster {
     return `${this.hosts.address(index)}:${CLIENT_PORT}`;
   }
 
-  /** The client addresses of every replica, for ChatClient's server list. */
-  clientServers(): string[] {
-    return this.ordinals.map((index) => this.clientAddress(index));
+  /** The client addresses of the given replicas (all by default), for ChatClient's server list. */
+  clientServers(indexes: readonly number[] = this.ordinals): string[] {
+    return indexes.map((index) => this.clientAddress(index));
+  }
+
+  /** The peer address replicas use for replica i: its StatefulSet-style name, resolved inside every host. */
+  peerAddress(index: number): string {
+    return `${this.hosts.hostName(index)}:${PEER_PORT}`;
   }
 
   dataDirectory(index: number): string {
@@ -190,32 +292,49 @@ export class NetnsCluster {
     return this.replica(index).logs;
   }
 
-  /** Starts replica i on its data directory and resolves once it logs `serving`. */
-  async start(index: number): Promise<void> {
+  incarnation(index: number): number {
+    return this.replica(index).incarnation;
+  }
+
+  /** The flags every replica gets for the configuration store (none while the server has no store). */
+  private storeArguments(): string[] {
+    if (this.etcd === undefined) return [];
+    return ['--configuration-store', 'etcd', '--etcd-endpoints', this.etcd.endpoint, '--etcd-prefix', ETCD_PREFIX, '--cluster-name', CLUSTER_NAME];
+  }
+
+  /**
+   * Starts replica i on its data directory with `--peers` naming `peers` (every host by default, or the
+   * peers of its previous start), and resolves with its `serving` log line.
+   */
+  async start(index: number, peers?: readonly number[]): Promise<LogLine> {
     if (this.destroyed) throw new Error('the cluster was destroyed');
     if (this.isRunning(index)) throw new Error(`replica ${index} is already running`);
     const replica = this.replica(index);
+    const peerOrdinals = peers ?? replica.peers ?? this.ordinals;
+    replica.peers = peerOrdinals;
     replica.incarnation += 1;
     replica.paused = false;
     replica.exitExpected = false;
     const incarnation = replica.incarnation;
-    const peers = this.ordinals.map((ordinal) => `${ordinal}=${this.hosts.hostName(ordinal)}:${PEER_PORT}`).join(',');
+    mkdirSync(this.dataDirectory(index), { recursive: true });
     const child = this.hosts.spawnIn(
       index,
       process.execPath,
       [
         CLI_PATH, 'server',
         '--ordinal', String(index),
-        '--peers', peers,
+        '--peers', peerOrdinals.map((ordinal) => `${ordinal}=${this.peerAddress(ordinal)}`).join(','),
         '--listen', `0.0.0.0:${CLIENT_PORT}`,
         '--peer-listen', `0.0.0.0:${PEER_PORT}`,
         '--metrics-listen', `0.0.0.0:${METRICS_PORT}`,
         '--advertise-address', this.clientAddress(index),
         '--insecure',
         '--data-dir', this.dataDirectory(index),
-        ...this.extraArguments,
+        ...this.storeArguments(),
+        ...(this.options.extraArguments ?? []),
+        ...(this.options.argumentsFor?.(index) ?? []),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnvironment() },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnvironment(this.options.environment ?? {}) },
     );
     replica.child = child;
     replica.exited = new Promise((resolve) =>
@@ -245,15 +364,13 @@ export class NetnsCluster {
     child.stderr!.on('data', (chunk: string) => {
       replica.stderr += chunk;
     });
-    await pollUntil(
+    return pollUntil(
       `replica ${index} logs 'serving'`,
       () => {
         const serving = replica.logs.find((line) => line.incarnation === incarnation && line.msg === 'serving');
         if (serving !== undefined) return serving;
         if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(
-            `replica ${index} exited (${child.exitCode ?? child.signalCode}) before serving\n${this.describeReplica(index)}`,
-          );
+          throw new Error(`replica ${index} exited (${child.exitCode ?? child.signalCode}) before serving\n${this.describeReplica(index)}`);
         }
         return undefined;
       },
@@ -263,8 +380,8 @@ export class NetnsCluster {
   }
 
   /** Starts the given replicas (all by default) at once. */
-  async startAll(indexes: readonly number[] = this.ordinals): Promise<void> {
-    await Promise.all(indexes.map((index) => this.start(index)));
+  async startAll(indexes: readonly number[] = this.ordinals, peers?: readonly number[]): Promise<void> {
+    await Promise.all(indexes.map((index) => this.start(index, peers)));
   }
 
   /** Sends `signal` (SIGKILL by default) to replica i and waits for its exit. */
@@ -279,11 +396,17 @@ export class NetnsCluster {
     return this.awaitExit(index);
   }
 
-  /** SIGKILLs several replicas in the same instant, then waits for all of them to exit. */
-  async killTogether(indexes: readonly number[]): Promise<void> {
+  /** Signals (SIGKILL by default) several replicas in the same instant, then waits for all of them to exit. */
+  async killTogether(indexes: readonly number[], signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     for (const index of indexes) {
+      if (!this.isRunning(index)) throw new Error(`replica ${index} is not running`);
       this.replica(index).exitExpected = true;
-      this.replica(index).child?.kill('SIGKILL');
+    }
+    for (const index of indexes) {
+      const replica = this.replica(index);
+      replica.child!.kill(signal);
+      if (replica.paused && signal !== 'SIGKILL') replica.child!.kill('SIGCONT');
+      replica.paused = false;
     }
     await Promise.all(indexes.map((index) => this.awaitExit(index)));
   }
@@ -294,9 +417,18 @@ export class NetnsCluster {
     return result.code;
   }
 
-  /** Stops every running replica cleanly, in parallel; resolves with their exit codes by ordinal. */
+  /** Stops every running replica cleanly, in parallel; resolves with their exit codes by ordinal (null: not running). */
   async stopAll(): Promise<(number | null)[]> {
     return Promise.all(this.ordinals.map((index) => (this.isRunning(index) ? this.stop(index) : Promise.resolve(null))));
+  }
+
+  /**
+   * Says that replica i is about to exit by itself (a failed disk, for example), so that its exit is not
+   * reported as a crash; resolves with how it exited, within `timeoutMs`.
+   */
+  async expectExit(index: number, timeoutMs = EXIT_TIMEOUT_MS): Promise<ExitResult> {
+    this.replica(index).exitExpected = true;
+    return this.awaitExit(index, timeoutMs);
   }
 
   /** SIGSTOP: the replica stops running at once, holding its sockets and state. */
@@ -311,14 +443,64 @@ export class NetnsCluster {
     this.replica(index).paused = false;
   }
 
-  private async awaitExit(index: number): Promise<ExitResult> {
+  /** Deletes replica i's data directory: a lost disk. The replica must be stopped. */
+  wipe(index: number): void {
+    if (this.isRunning(index)) throw new Error(`replica ${index} must be stopped before its disk is wiped`);
+    rmSync(this.dataDirectory(index), { recursive: true, force: true });
+  }
+
+  /**
+   * Puts replica i's data directory on a tmpfs of `sizeBytes` (before its first start), so that
+   * `fillDisk` can make its disk full. The mount is made in the root namespace before the replica's
+   * `ip netns exec`, whose new mount namespace starts as a copy and so sees it.
+   */
+  useSmallDisk(index: number, sizeBytes: number): void {
+    if (this.isRunning(index)) throw new Error(`replica ${index} must be stopped before its disk is replaced`);
+    mkdirSync(this.dataDirectory(index), { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700`, `replichat-${this.hosts.prefix}-${index}`, this.dataDirectory(index)]);
+    this.replica(index).smallDisk = true;
+  }
+
+  /** Fills replica i's small disk (useSmallDisk) with a file until no byte is left; resolves with the bytes written. */
+  fillDisk(index: number): number {
+    if (!this.replica(index).smallDisk) throw new Error(`replica ${index} has no small disk`);
+    const descriptor = openSync(join(this.dataDirectory(index), 'filler'), 'w');
+    const chunk = Buffer.alloc(64 * 1024, 0xaa);
+    let written = 0;
+    try {
+      for (let size = chunk.length; size >= 1; ) {
+        try {
+          written += writeSync(descriptor, chunk, 0, size);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+          // Smaller and smaller writes take the last partial page too.
+          size = Math.floor(size / 2);
+        }
+      }
+    } finally {
+      closeSync(descriptor);
+    }
+    return written;
+  }
+
+  private unmountSmallDisks(): void {
+    for (const index of this.ordinals) {
+      if (!this.replica(index).smallDisk) continue;
+      // Lazy, so that a file a dying process still holds open does not keep the mount.
+      spawnSync('umount', ['-l', this.dataDirectory(index)]);
+      this.replica(index).smallDisk = false;
+    }
+  }
+
+  private async awaitExit(index: number, timeoutMs = EXIT_TIMEOUT_MS): Promise<ExitResult> {
     const replica = this.replica(index);
+    if (replica.exited === undefined) throw new Error(`replica ${index} was never started`);
     let timer: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
-        replica.exited!,
+        replica.exited,
         new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(() => reject(new Error(`replica ${index} did not exit within ${EXIT_TIMEOUT_MS} ms`)), EXIT_TIMEOUT_MS);
+          timer = setTimeout(() => reject(new Error(`replica ${index} did not exit within ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
     } finally {
@@ -335,35 +517,20 @@ export class NetnsCluster {
     return pollUntil(options.description, () => this.replica(index).logs.find(predicate), options.timeoutMs, 10);
   }
 
-  /** Replica i's protocol status, or undefined when it does not answer within PROBE_TIMEOUT_MS. */
+  /** Replica i's GetReplicaStatus, or undefined when it does not answer within PROBE_TIMEOUT_MS. */
   async status(index: number): Promise<ReplicaStatus | undefined> {
     if (!this.isRunning(index)) return undefined;
     const replica = this.replica(index);
-    if (replica.peerClient?.incarnation !== replica.incarnation) {
-      replica.peerClient?.client.close();
-      const client = new PeerServiceClient(`${this.hosts.address(index)}:${PEER_PORT}`, grpc.credentials.createInsecure(), {
-        'grpc.initial_reconnect_backoff_ms': 50,
-        'grpc.max_reconnect_backoff_ms': 250,
-      });
-      replica.peerClient = { incarnation: replica.incarnation, client };
+    if (replica.statusClient?.incarnation !== replica.incarnation) {
+      replica.statusClient?.client.close();
+      replica.statusClient = { incarnation: replica.incarnation, client: chatServiceClient(this.clientAddress(index)) };
     }
-    const client = replica.peerClient.client as grpc.Client & Record<string, Function>;
-    return new Promise((resolve) => {
-      client.GetStatus!.call(
-        client,
-        {},
-        new grpc.Metadata(),
-        { deadline: Date.now() + PROBE_TIMEOUT_MS },
-        (error: grpc.ServiceError | null, response: { json?: string } | undefined) => {
-          if (error !== null || response?.json === undefined) return resolve(undefined);
-          try {
-            resolve(normaliseStatus(JSON.parse(response.json) as Record<string, unknown>));
-          } catch {
-            resolve(undefined);
-          }
-        },
-      );
-    });
+    try {
+      const raw = await callUnary(replica.statusClient.client, 'GetReplicaStatus', {}, new grpc.Metadata(), PROBE_TIMEOUT_MS);
+      return toReplicaStatus(raw as Record<string, unknown>);
+    } catch {
+      return undefined;
+    }
   }
 
   /** The status of each replica in `indexes` (the live ones by default), undefined where there is no answer. */
@@ -373,79 +540,87 @@ export class NetnsCluster {
   }
 
   /**
-   * Polls GetStatus until exactly one of `among` (the live replicas by default) reports the leader role and
-   * every other one follows it, in its epoch; resolves with the leader's ordinal.
+   * Waits until one of `among` (the live replicas by default) leads, every other one follows it in its
+   * epoch, and `condition` holds of the leader's status; resolves with that status.
    */
-  async leader(options: { among?: readonly number[]; timeoutMs?: number } = {}): Promise<number> {
+  async waitForLeader(
+    description: string,
+    condition: (leader: ReplicaStatus) => boolean = () => true,
+    options: { among?: readonly number[]; timeoutMs?: number } = {},
+  ): Promise<ReplicaStatus> {
     let last = '';
     return pollUntil(
-      () => `one leader among ${JSON.stringify(options.among ?? this.live())} that the others follow; last seen: ${last}`,
+      () => `${description}; last seen: ${last}`,
       async () => {
         const statuses = await this.statuses(options.among ?? this.live());
         last = NetnsCluster.summarise(statuses);
-        if ([...statuses.values()].some((status) => status === undefined)) return undefined;
-        const all = [...statuses.values()] as ReplicaStatus[];
-        const leaders = all.filter((status) => status.role === 'leader');
+        const answers = [...statuses.values()];
+        if (answers.length === 0 || answers.some((status) => status === undefined)) return undefined;
+        const leaders = (answers as ReplicaStatus[]).filter((status) => status.role === 'leader');
         if (leaders.length !== 1) return undefined;
         const leader = leaders[0]!;
-        const following = all.every(
+        const followed = (answers as ReplicaStatus[]).every(
           (status) => status === leader || (status.leaderOrdinal === leader.ordinal && status.epoch === leader.epoch),
         );
-        return following ? leader.ordinal : undefined;
+        return followed && condition(leader) ? leader : undefined;
       },
       options.timeoutMs ?? 15_000,
     );
   }
 
+  /** The ordinal of the one leader among `among` (the live replicas by default) that the others follow. */
+  async leader(options: { among?: readonly number[]; timeoutMs?: number } = {}): Promise<number> {
+    const among = options.among ?? this.live();
+    return (await this.waitForLeader(`one leader among ${JSON.stringify(among)} that the others follow`, () => true, { ...options, among })).ordinal;
+  }
+
   /**
    * Waits until the leader's in-sync set is exactly `members` (every replica by default) and every member
-   * holds and knows as committed all of the leader's log; resolves with the leader's ordinal.
+   * holds, and knows as committed, all of the leader's log: the cluster is quiet and converged. Resolves
+   * with the leader's status.
    */
-  async waitUntilInSync(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<number> {
-    const expected = [...members].sort((a, b) => a - b);
+  async waitUntilCaughtUp(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<ReplicaStatus> {
+    const expected = JSON.stringify([...members].sort((a, b) => a - b));
     let last = '';
     return pollUntil(
-      () => `replicas ${JSON.stringify(expected)} are in sync and caught up; last seen: ${last}`,
+      () => `replicas ${expected} are in sync and caught up; last seen: ${last}`,
       async () => {
-        const statuses = await this.statuses(expected);
+        const statuses = await this.statuses(members);
         last = NetnsCluster.summarise(statuses);
-        const all = [...statuses.values()];
-        if (all.some((status) => status === undefined)) return undefined;
-        const leaders = (all as ReplicaStatus[]).filter((status) => status.role === 'leader');
+        const answers = [...statuses.values()];
+        if (answers.some((status) => status === undefined)) return undefined;
+        const leaders = (answers as ReplicaStatus[]).filter((status) => status.role === 'leader');
         if (leaders.length !== 1) return undefined;
         const leader = leaders[0]!;
-        if (JSON.stringify(leader.inSync) !== JSON.stringify(expected)) return undefined;
-        if (leader.commitIndex !== leader.lastIndex) return undefined;
-        const caughtUp = (all as ReplicaStatus[]).every(
+        if (JSON.stringify(leader.inSync) !== expected || leader.commitIndex !== leader.lastIndex) return undefined;
+        const caughtUp = (answers as ReplicaStatus[]).every(
           (status) =>
             status.epoch === leader.epoch &&
             status.lastIndex === leader.lastIndex &&
             status.commitIndex === leader.lastIndex &&
-            JSON.stringify(status.inSync) === JSON.stringify(expected),
+            JSON.stringify(status.inSync) === expected,
         );
-        return caughtUp ? leader.ordinal : undefined;
+        return caughtUp ? leader : undefined;
       },
       timeoutMs,
     );
   }
 
+  /** waitUntilCaughtUp, resolving with the leader's ordinal. */
+  async waitUntilInSync(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<number> {
+    return (await this.waitUntilCaughtUp(members, timeoutMs)).ordinal;
+  }
+
   /**
-   * Waits until the leader's in-sync set is exactly `members`, without waiting for the replicas to hold the
-   * same log (writes may go on); resolves with the leader's ordinal.
+   * Waits until a leader among `members` reports exactly `members` as its in-sync set and the other members
+   * follow it, without waiting for them to hold the same log (writes may go on); resolves with its status.
    */
-  async waitForInSyncSet(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<number> {
+  waitForInSyncSet(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<ReplicaStatus> {
     const expected = JSON.stringify([...members].sort((a, b) => a - b));
-    let last = '';
-    return pollUntil(
-      () => `the leader's in-sync set is ${expected}; last seen: ${last}`,
-      async () => {
-        const statuses = await this.statuses(this.live());
-        last = NetnsCluster.summarise(statuses);
-        const leader = [...statuses.values()].find((status) => status?.role === 'leader');
-        return leader !== undefined && JSON.stringify(leader.inSync) === expected ? leader.ordinal : undefined;
-      },
+    return this.waitForLeader(`the leader's in-sync set is ${expected}`, (leader) => JSON.stringify(leader.inSync) === expected, {
+      among: members,
       timeoutMs,
-    );
+    });
   }
 
   /** GET /readyz of replica i: its HTTP status and body. */
@@ -456,22 +631,56 @@ export class NetnsCluster {
     return { status: response.status, body: await response.text() };
   }
 
+  /** The value of one unlabelled metric in replica i's /metrics, or undefined when absent. */
+  async metric(index: number, name: string): Promise<number | undefined> {
+    const response = await fetch(`http://${this.hosts.address(index)}:${METRICS_PORT}/metrics`, {
+      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS * 4),
+    });
+    const text = await response.text();
+    const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.slice(name.length + 1));
+  }
+
+  /** The record the configuration store holds now (read through the server's own etcd backend), or null. */
+  async storeRecord(): Promise<ClusterRecord | null> {
+    if (this.etcd === undefined) throw new Error('this cluster runs without a configuration store');
+    this.storeReader ??= new EtcdConfigurationStore({ endpoints: [this.etcd.endpoint], prefix: ETCD_PREFIX, clusterName: CLUSTER_NAME });
+    return (await this.storeReader.read())?.record ?? null;
+  }
+
+  /**
+   * Partitions replica i from the replicas `from` in both directions, and also from the store unless
+   * `keepStore`; everyone else (the clients in the root namespace included) still reaches it. `heal` ends it.
+   */
+  async partition(index: number, options: { from: readonly number[]; keepStore?: boolean }): Promise<void> {
+    const ports = this.etcd !== undefined && options.keepStore !== true ? [{ address: this.etcd.address, port: this.etcd.port }] : [];
+    await this.hosts.cut(index, { addresses: options.from.map((other) => this.hosts.address(other)), ports });
+  }
+
+  /** Ends `partition` of replica i. */
+  async heal(index: number): Promise<void> {
+    await this.hosts.uncut(index);
+  }
+
   /** Opens replica i's database read-only; the replica must be stopped. */
   private openStopped(index: number): Database.Database {
     if (this.isRunning(index)) throw new Error(`replica ${index} must be stopped before its file is read`);
     return new Database(this.databasePath(index), { readonly: true, fileMustExist: true });
   }
 
-  /** The state digest of each replica's file (src/storage/state-digest.ts); every replica must be stopped. */
-  digests(): string[] {
-    return this.ordinals.map((index) => {
-      const database = this.openStopped(index);
-      try {
-        return computeStateDigest(database);
-      } finally {
-        database.close();
-      }
-    });
+  /** The state digest of replica i's file (src/storage/state-digest.ts); the replica must be stopped. */
+  digest(index: number): string {
+    const database = this.openStopped(index);
+    try {
+      return computeStateDigest(database);
+    } finally {
+      database.close();
+    }
+  }
+
+  /** The state digest of each of `indexes` (every replica by default); they must be stopped. */
+  digests(indexes: readonly number[] = this.ordinals): string[] {
+    return indexes.map((index) => this.digest(index));
   }
 
   /** The ids of every message in replica i's file; the replica must be stopped. */
@@ -491,13 +700,24 @@ export class NetnsCluster {
       .map((line) => Number(line.epoch));
   }
 
+  /** Who became the leader in which epoch, in time order, from the replicas' logs: "0@1, 2@2". */
+  leaderHistory(): string {
+    return this.ordinals
+      .flatMap((index) => this.logs(index).filter((line) => line.msg === 'became the leader').map((line) => ({ index, line })))
+      .sort((a, b) => Number(a.line.time) - Number(b.line.time))
+      .map(({ index, line }) => `${index}@${String(line.epoch)}`)
+      .join(', ');
+  }
+
   /**
    * What went wrong without being asked for: replicas that exited by themselves, log lines at level error
-   * or fatal, and anything on stderr. A test that passes with a crashed replica would hide a bug.
+   * or fatal, and anything on stderr, except for the replicas in `except` (one whose failure the test
+   * caused). A test that passes with a crashed replica would hide a bug.
    */
-  problems(): string[] {
-    const found = [...this.crashes];
+  problems(except: readonly number[] = []): string[] {
+    const found = this.crashes.filter((crash) => !except.some((index) => crash.startsWith(`replica ${index} `)));
     for (const index of this.ordinals) {
+      if (except.includes(index)) continue;
       const replica = this.replica(index);
       for (const line of replica.logs) {
         if (typeof line.level === 'number' && line.level >= 50) found.push(`replica ${index} logged: ${JSON.stringify(line)}`);
@@ -512,8 +732,9 @@ export class NetnsCluster {
       .map(([index, status]) =>
         status === undefined
           ? `${index}: no answer`
-          : `${index}: ${status.role} epoch ${status.epoch} leader ${status.leaderOrdinal} last ${status.lastIndex}` +
-            ` commit ${status.commitIndex} inSync [${status.inSync.join(',')}]` +
+          : `${index}: ${status.role} epoch ${status.epoch} leader ${status.leaderOrdinal} last ${status.lastIndex} ` +
+            `commit ${status.commitIndex} members [${status.members.join(',')}] inSync [${status.inSync.join(',')}]` +
+            (status.snapshotting ? ` snapshotting ${status.snapshotBytesReceived}/${status.snapshotBytesTotal}` : '') +
             (status.waitingReason === null ? '' : ` waiting: ${status.waitingReason}`),
       )
       .join('; ');
@@ -535,15 +756,18 @@ export class NetnsCluster {
     return this.ordinals.map((index) => this.describeReplica(index, lines)).join('\n');
   }
 
-  /** Kills every replica, removes the hosts and the data directories. Idempotent. */
+  /** Kills every replica and the store, removes the hosts, small disks and data directories. Idempotent. */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const replica of this.replicas) {
-      replica.peerClient?.client.close();
-      replica.peerClient = undefined;
+      replica.statusClient?.client.close();
+      replica.statusClient = undefined;
     }
+    await this.storeReader?.close().catch(() => undefined);
     await this.hosts.destroy();
+    await this.etcd?.stop();
+    this.unmountSmallDisks();
     rmSync(this.dataRoot, { recursive: true, force: true });
   }
 

@@ -39,6 +39,28 @@ export function netnsAvailable(): boolean {
   return netnsUnavailableReason() === undefined;
 }
 
+/**
+ * `describe` for a suite that needs network namespaces (and whatever else `extraReason` finds missing, such
+ * as etcd). Where they cannot run, the suite is skipped with a warning on a developer's machine, but in CI
+ * (CI=true) it fails with the reason instead: a CI run that silently skipped the integration suites would
+ * report green while proving nothing.
+ */
+export function describeOnNetns(name: string, body: () => void, extraReason?: () => string | undefined): void {
+  const reason = netnsUnavailableReason() ?? extraReason?.();
+  if (reason === undefined) {
+    describe(name, body);
+  } else if (process.env.CI === 'true') {
+    describe(name, () => {
+      test('can run here (CI requires the network-namespace suites to run, not to skip)', () => {
+        throw new Error(`${name}: cannot run: ${reason}`);
+      });
+    });
+  } else {
+    console.warn(`skipping "${name}": ${reason}`);
+    describe.skip(name, body);
+  }
+}
+
 function findUnavailableReason(): string | undefined {
   if (process.platform !== 'linux') return `network namespaces need Linux, this is ${process.platform}`;
   if (process.getuid?.() !== 0) return 'network namespaces, veth pairs and bridges need root';
@@ -46,6 +68,8 @@ function findUnavailableReason(): string | undefined {
     ['ip', ['netns', 'list']],
     ['unshare', ['--net', '--mount', 'true']],
     ['flock', ['--version']],
+    // nftables makes the selective partitions of `cut`.
+    ['nft', ['--version']],
   ] as const) {
     try {
       execFileSync(command, args, { stdio: 'pipe', timeout: SCRIPT_TIMEOUT_MS });
@@ -79,6 +103,20 @@ export interface NetnsHosts {
   spawnIn(index: number, command: string, args: readonly string[], options?: SpawnOptions): ChildProcess;
   /** Runs a short command inside host i and collects its output; killed with SIGKILL after `timeoutMs`. */
   runIn(index: number, command: string, args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /**
+   * The bridge's own address on the hosts' network: the root namespace (this test process, and anything
+   * it runs, such as the configuration store's etcd) as the hosts see it.
+   */
+  readonly bridgeAddress: string;
+  /**
+   * Drops, inside host i, every packet to or from the given addresses (both directions), and, for each
+   * `{ address, port }`, every TCP packet to that port or from it: a selective partition that leaves host i
+   * reachable from everyone else (the root namespace's clients included). Replaces any earlier `cut` of
+   * host i; `uncut` lifts it. Uses nftables in host i's own namespace, so no other host is touched.
+   */
+  cut(index: number, drop: { readonly addresses?: readonly string[]; readonly ports?: readonly { address: string; port: number }[] }): Promise<void>;
+  /** Lifts `cut` of host i (a no-op when there is none). */
+  uncut(index: number): Promise<void>;
   /** Cuts host i off the bridge: its packets go nowhere and nobody's reach it, until `heal`. */
   partition(index: number): Promise<void>;
   /** Reconnects host i; resolves once the bridge forwards its traffic again. */
@@ -127,9 +165,36 @@ export async function createHosts(prefix: string, count: number): Promise<NetnsH
     }
   }
 
+  // netns-hosts.sh gives the bridge .254 of the hosts' /24.
+  const bridgeAddress = `${addresses[0]!.split('.').slice(0, 3).join('.')}.254`;
+
+  /** The nftables table `cut` fills in a host; its own name, so that nothing else in the host is touched. */
+  const CUT_TABLE = 'netnscut';
+
+  /** Runs an nft script (on stdin) inside host i; rejects with nft's message when it fails. */
+  function runNft(index: number, script: string): Promise<void> {
+    const child = hosts.spawnIn(index, 'nft', ['-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.stdin!.end(script);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), SCRIPT_TIMEOUT_MS);
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      child.once('close', (exitCode) => {
+        clearTimeout(timer);
+        if (exitCode === 0) resolve();
+        else reject(new Error(`nft in ${prefix}-${index} failed (${exitCode}): ${stderr.trim()}\n${script}`));
+      });
+    });
+  }
+
   const hosts: NetnsHosts = {
     prefix,
     count,
+    bridgeAddress,
     namespace(index) {
       checkIndex(index);
       return `${prefix}-${index}`;
@@ -172,6 +237,32 @@ export async function createHosts(prefix: string, count: number): Promise<NetnsH
           resolve({ exitCode, signal, stdout, stderr, timedOut });
         });
       });
+    },
+    async cut(index, drop) {
+      checkIndex(index);
+      const addresses = drop.addresses ?? [];
+      const ports = drop.ports ?? [];
+      // `add table` then `delete table` makes the script idempotent: it replaces an earlier cut.
+      const lines = [
+        `add table inet ${CUT_TABLE}`,
+        `delete table inet ${CUT_TABLE}`,
+        `add table inet ${CUT_TABLE}`,
+        `add chain inet ${CUT_TABLE} input { type filter hook input priority 0; policy accept; }`,
+        `add chain inet ${CUT_TABLE} output { type filter hook output priority 0; policy accept; }`,
+      ];
+      if (addresses.length > 0) {
+        lines.push(`add rule inet ${CUT_TABLE} input ip saddr { ${addresses.join(', ')} } drop`);
+        lines.push(`add rule inet ${CUT_TABLE} output ip daddr { ${addresses.join(', ')} } drop`);
+      }
+      for (const { address, port } of ports) {
+        lines.push(`add rule inet ${CUT_TABLE} input ip saddr ${address} tcp sport ${port} drop`);
+        lines.push(`add rule inet ${CUT_TABLE} output ip daddr ${address} tcp dport ${port} drop`);
+      }
+      await runNft(index, `${lines.join('\n')}\n`);
+    },
+    async uncut(index) {
+      checkIndex(index);
+      await runNft(index, `add table inet ${CUT_TABLE}\ndelete table inet ${CUT_TABLE}\n`);
     },
     async partition(index) {
       checkIndex(index);

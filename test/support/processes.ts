@@ -6,6 +6,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
+import { startEtcd, type EtcdProcess } from './etcd-process.js';
+import { argumentValue, sharedPeerCertificates } from './peer-certificates.js';
 
 export const CLI_PATH = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
@@ -61,10 +64,39 @@ export async function awaitReady(metricsPort: number, deadlineMs = 20_000): Prom
   throw new Error(`replica not ready within ${deadlineMs} ms: ${lastAnswer}`);
 }
 
+let sharedEtcd: Promise<EtcdProcess> | undefined;
+
+/**
+ * One real etcd per test process, the configuration store of every server this process starts; it is
+ * killed when the process exits (test/support/etcd-process.ts). Each data directory gets its own key
+ * prefix, so independent servers never share a cluster record, unless a test passes --etcd-prefix to make
+ * replicas one cluster.
+ */
+export function testEtcd(): Promise<EtcdProcess> {
+  sharedEtcd ??= startEtcd();
+  return sharedEtcd;
+}
+
+/** The configuration-store flags for a server with this data directory. */
+export async function configurationStoreArguments(dataDirectory: string, extraArguments: readonly string[]): Promise<string[]> {
+  if (argumentValue(extraArguments, '--configuration-store') !== undefined) return [];
+  const etcd = await testEtcd();
+  const prefix = argumentValue(extraArguments, '--etcd-prefix') === undefined
+    ? ['--etcd-prefix', `/test-${createHash('sha256').update(dataDirectory).digest('hex').slice(0, 16)}/`]
+    : [];
+  return ['--configuration-store', 'etcd', '--etcd-endpoints', etcd.endpoint, ...prefix];
+}
+
 /** Starts `replichat server` and resolves once it logs `serving`. */
 export async function startServer(options: StartServerOptions): Promise<ServerProcess> {
   const port = options.port ?? (await freePort());
   const peerPort = await freePort();
+  // The peer port is always mutual TLS: each server gets the certificate of its ordinal (0 unless the test
+  // names one) from the cluster CA this test process shares, so that replicas started apart trust each other.
+  const extraArguments = options.extraArguments ?? [];
+  const ordinalArgument = argumentValue(extraArguments, '--ordinal');
+  const peerCertificates = sharedPeerCertificates(argumentValue(extraArguments, '--cluster-name'));
+  const storeArguments = await configurationStoreArguments(options.dataDirectory, extraArguments);
   const child = spawn(
     process.execPath,
     [
@@ -76,7 +108,10 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       ...(options.tls === undefined
         ? ['--insecure']
         : ['--tls-cert', options.tls.certificatePath, '--tls-key', options.tls.keyPath]),
-      ...(options.extraArguments ?? []),
+      ...(ordinalArgument === undefined ? ['--ordinal', '0'] : []),
+      ...peerCertificates.serverArguments(Number(ordinalArgument ?? 0)),
+      ...storeArguments,
+      ...extraArguments,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

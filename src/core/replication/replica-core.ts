@@ -1,12 +1,20 @@
 /**
  * The replication protocol of one replica, as a pure state machine: no I/O, no clock reads, no randomness.
- * The driver feeds it ticks (with the current time), peer messages and client appends; after each call it
- * takes the output and carries it out in order: persist the epoch, persist the entries, then send the
- * messages, then acknowledge writes up to the commit index. NOTEBOOK.md §8 states the protocol and why it
- * keeps each invariant; the comments here say which rule a branch implements.
+ * The driver feeds it ticks (with the current time), peer messages, client appends and the answers of the
+ * configuration store; after each call it takes the output and carries it out in this order: persist the
+ * epoch and the campaign, persist the entries, send the request to the configuration store, send the
+ * messages, then acknowledge writes up to the commit index.
+ *
+ * Who leads and who is in sync is decided only by the configuration store (cluster-record.ts): a replica
+ * leads only once a compare-and-swap naming it succeeded, and the leader changes the in-sync set only by a
+ * compare-and-swap. Timing decides only when to ask. NOTEBOOK.md §8 states the protocol and the argument
+ * for each invariant; the comments here say which rule a branch implements.
  */
 import { assert } from '../assert.js';
+import type { ClusterRecord } from './cluster-record.js';
 import { type EpochStart, EpochHistory } from './epoch-history.js';
+import { commitIndexFor, type FollowerProgress, newProgress } from './leader-progress.js';
+import { isMember, takeoverRecord, withInSync, withMember, withoutInSync, withoutMember } from './membership.js';
 import type {
   AppendMessage,
   AppendReplyMessage,
@@ -16,26 +24,18 @@ import type {
   PeerMessage,
   StatusMessage,
 } from './messages.js';
-import {
-  compareLogPositions,
-  type Configuration,
-  type EntryMeta,
-  epochLeaderOrdinal,
-  type Member,
-  nextEpoch,
-  normalizeConfiguration,
-  type WireEntry,
-} from './types.js';
+import { type CandidateStatus, chooseTakeover } from './takeover.js';
+import type { Configuration, EntryMeta, Member, WireEntry } from './types.js';
 
-/** Timing and batching settings; validated by the config so that lease > election timeout > heartbeat. */
+/** Timing and batching settings; validated by the config so that inSyncTimeout > election timeout > heartbeat. */
 export interface ReplicationTimings {
   readonly heartbeatIntervalMs: number;
-  /** A follower that hears nothing from its leader for this long starts an election. */
+  /** A follower that hears nothing from its leader for this long asks the store whether to take over. */
   readonly electionTimeoutMs: number;
-  /** How long a follower counts itself in sync after the leader last confirmed hearing from it. */
-  readonly leaseDurationMs: number;
-  /** The most two clocks' rates may differ, as a fraction (0.05 is 5%). */
-  readonly clockDriftRatio: number;
+  /** The leader asks the store to drop a follower that has not caught up for this long. */
+  readonly inSyncTimeoutMs: number;
+  /** How often a leader reads the store to find out whether it was replaced. */
+  readonly storeCheckIntervalMs: number;
   readonly maxEntriesPerAppend: number;
   readonly maxInflightAppends: number;
   /** A follower further behind than this many entries is sent a snapshot instead of entries. */
@@ -44,63 +44,82 @@ export interface ReplicationTimings {
 
 export const DEFAULT_REPLICATION_TIMINGS: ReplicationTimings = Object.freeze({
   heartbeatIntervalMs: 50,
-  electionTimeoutMs: 250,
-  leaseDurationMs: 500,
-  clockDriftRatio: 0.05,
+  electionTimeoutMs: 500,
+  inSyncTimeoutMs: 1000,
+  storeCheckIntervalMs: 500,
   maxEntriesPerAppend: 512,
   maxInflightAppends: 8,
   snapshotLagEntries: 10_000,
 });
 
+/**
+ * A takeover this replica asked the store for and whose outcome it does not know yet. While it is
+ * pending, the replica refuses appends older than `epoch`: that refusal is what stops the old leader from
+ * acknowledging anything once the swap succeeds.
+ */
+export interface Campaign {
+  readonly epoch: number;
+  /** The store version the swap names; once the store holds another version, the swap can never succeed. */
+  readonly expectedVersion: string | null;
+}
+
 /** What a replica keeps on disk that the protocol needs back after a restart. */
 export interface PersistedProtocolState {
   readonly currentEpoch: number;
+  readonly campaign: Campaign | null;
   readonly epochStarts: readonly EpochStart[];
   readonly lastIndex: number;
-  /** The latest configuration entry in the log, committed or not, and its index. */
+  /** The latest configuration entry in the log: a hint for addresses until the store answers. */
   readonly configuration: Configuration | null;
-  readonly configurationIndex: number;
+  /** Set on a replica seeded from a backup: it may create the store's record although its log is not empty. */
+  readonly restoredFromBackup: boolean;
 }
 
 export type Role = 'follower' | 'leader';
+
+/** A versioned record as the store returns it (the same shape as configuration-store.ts's). */
+export interface StoredRecord {
+  readonly record: ClusterRecord;
+  readonly version: string;
+}
+
+/** A request to the configuration store. At most one is outstanding at a time. */
+export type StoreRequest =
+  | { readonly kind: 'read' }
+  | {
+      readonly kind: 'compareAndSwap';
+      readonly expectedVersion: string | null;
+      readonly record: ClusterRecord;
+      /** Why, for logs. */
+      readonly purpose: string;
+    };
+
+/** The store's answer to the outstanding request. */
+export type StoreAnswer =
+  | { readonly kind: 'read'; readonly current: StoredRecord | null }
+  | { readonly kind: 'compareAndSwap'; readonly swapped: boolean; readonly current: StoredRecord | null }
+  | { readonly kind: 'failed'; readonly reason: string };
 
 /** What the driver must do after a call, in this order. */
 export interface CoreOutput {
   /** Persist this epoch before anything else (it was raised). */
   persistEpoch: number | undefined;
+  /** Persist this campaign (null: clear it) before the store request is sent. */
+  persistCampaign: Campaign | null | undefined;
   /** Append and apply these entries, in order (a follower's appends, or a leader's own entries). */
   entriesToPersist: WireEntry[];
+  /** Send this to the configuration store, then call storeAnswered with the outcome. */
+  storeRequest: StoreRequest | undefined;
   messages: Outgoing[];
   /** Writes at or below this index may be acknowledged (leader only). */
   commitIndex: number;
-  /** The replica stopped leading: fail every pending write so that clients retry elsewhere. */
-  steppedDown: boolean;
+  /** The replica stopped leading, and why: fail every pending write so that clients retry elsewhere. */
+  steppedDown: string | undefined;
   becameLeader: boolean;
   /** Fetch a snapshot from this ordinal, then call snapshotInstalled or snapshotFailed. */
   fetchSnapshotFrom: number | undefined;
-}
-
-interface FollowerProgress {
-  matchIndex: number;
-  nextIndex: number;
-  inflightAppends: number;
-  lastSentMs: number;
-  /** Leader clock when an ok reply last arrived; a silent follower is removed counting from here. */
-  lastOkReplyMs: number;
-  /** Leader clock when it sent the newest message this follower answered in this epoch. */
-  lastAnsweredSentAtMs: number;
-  /** Leader clock when the newest answer from this follower arrived. */
-  lastAnsweredReceivedMs: number;
-  /** The follower's own clock reading in its newest ok reply, echoed back to renew its lease. */
-  lastFollowerTimeMs: number | null;
-  lastProgressMs: number;
-  digestRequestedAtIndex: number | null;
-  digestRequestedAtMs: number;
-  snapshotRequestedAtMs: number | null;
-  /** The follower run that last replied; see AppendReplyMessage.incarnation. */
-  incarnation: number;
-  /** Set while an operator's removal waits for the member's lease to run out (its lease is no longer renewed). */
-  evictionRequestedAtMs: number | null;
+  /** Changes of the record worth a log line. */
+  recordChanges: string[];
 }
 
 /** A peer's answer to this replica's status question, and when (on this replica's clock) it asked. */
@@ -118,10 +137,13 @@ export interface ProtocolStatus {
   readonly lastIndex: number;
   readonly lastEpoch: number;
   readonly commitIndex: number;
-  readonly configuration: Configuration | null;
-  readonly leaseValid: boolean;
+  /** The record as last read from or written to the store. */
+  readonly record: ClusterRecord | null;
   readonly snapshotting: boolean;
-  /** Why no leader is being elected, while there is none. */
+  /** Whether the last request to the configuration store succeeded. */
+  readonly storeReachable: boolean;
+  readonly storeProblem: string | null;
+  /** Why no leader is being elected, while there is none; or why the leader cannot reconfigure. */
   readonly waitingReason: string | null;
   readonly followers: readonly { ordinal: number; matchIndex: number; lagEntries: number; inSync: boolean }[];
 }
@@ -131,16 +153,27 @@ const BOOTSTRAP_ORDINAL = 0;
 export class ReplicaCore {
   private role: Role = 'follower';
   private currentEpoch: number;
+  private campaign: Campaign | null;
   private readonly history: EpochHistory;
-  private configuration: Configuration | null;
-  private configurationIndex: number;
+  private logConfiguration: Configuration | null;
+  private readonly restoredFromBackup: boolean;
   private leaderOrdinal: number | null = null;
   private nowMs = 0;
   private started = false;
 
-  // Follower and election state.
+  // What this replica knows of the store.
+  private stored: StoredRecord | null = null;
+  /** Whether any read has answered yet (null is a real answer: no record). */
+  private storeKnown = false;
+  private storeRequestOutstanding: StoreRequest | null = null;
+  private lastStoreAnswerMs = Number.NEGATIVE_INFINITY;
+  private lastStoreRequestMs = Number.NEGATIVE_INFINITY;
+  private storeProblem: string | null = null;
+  /** A read is wanted as soon as nothing is outstanding (a reply named a newer epoch, a handover …). */
+  private storeReadWanted = true;
+
+  // Follower and takeover state.
   private lastLeaderContactMs = 0;
-  private leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
   private knownCommitIndex = 0;
   private snapshotting = false;
   /** The last index of the snapshot installed last, to recognise reminders that crossed the install. */
@@ -152,44 +185,58 @@ export class ReplicaCore {
 
   // Leader state.
   private readonly progress = new Map<number, FollowerProgress>();
+  private epochStartIndex = 0;
   private epochStartedAtMs = 0;
   private wokeAtMs = 0;
   private lastTickMs = 0;
   private commitIndex = 0;
-  /** Set when this leader removed itself: it steps down once the removal is committed. */
-  private leavingAtIndex: number | null = null;
+  /**
+   * Followers counted for commits before the store lists them in sync (a re-admission in flight), with the
+   * store version the swap named: until the store holds another version, the swap may still succeed.
+   */
+  private readonly pendingInSync = new Map<number, string>();
+  /** Operator removals waiting for their turn (one change at a time). */
+  private readonly removalsRequested = new Set<number>();
+  /** Set while this leader hands over: it accepts no writes, and names `successor` once it caught up. */
+  private handover: { successor: number | null; removeSelf: boolean } | null = null;
 
-  /** Addresses of replicas that are not members yet (joiners), learned from their own messages. */
+  /** Addresses of replicas that are not members yet (joiners), learned from their join requests. */
   private readonly learnedAddresses = new Map<number, string>();
 
   private output: CoreOutput = ReplicaCore.emptyOutput(0);
 
   constructor(
     readonly ordinal: number,
-    /** The static peer list (every replica, this one included), used before a configuration exists. */
+    /** The static peer list (every replica, this one included), used before the store answered. */
     private readonly peers: readonly Member[],
     private readonly timings: ReplicationTimings,
     persisted: PersistedProtocolState,
-    /** Which run of this replica process this is (the driver's wall clock at start); see AppendReplyMessage. */
-    private readonly incarnation = 0,
+    /** Which run of this replica process this is: a counter raised and persisted at every start. */
+    private readonly incarnation: number,
+    /** A random identifier the driver drew, used only if this replica creates a brand-new cluster. */
+    private readonly newClusterId: string,
   ) {
-    assert(timings.leaseDurationMs > timings.electionTimeoutMs, 'the lease must outlast the election timeout');
+    assert(timings.inSyncTimeoutMs > timings.heartbeatIntervalMs, 'the in-sync timeout must exceed the heartbeat');
     assert(timings.electionTimeoutMs > timings.heartbeatIntervalMs, 'the election timeout must exceed the heartbeat');
     this.currentEpoch = persisted.currentEpoch;
+    this.campaign = persisted.campaign;
     this.history = new EpochHistory(persisted.epochStarts, persisted.lastIndex);
-    this.configuration = persisted.configuration;
-    this.configurationIndex = persisted.configurationIndex;
+    this.logConfiguration = persisted.configuration;
+    this.restoredFromBackup = persisted.restoredFromBackup;
   }
 
   private static emptyOutput(commitIndex: number): CoreOutput {
     return {
       persistEpoch: undefined,
+      persistCampaign: undefined,
       entriesToPersist: [],
+      storeRequest: undefined,
       messages: [],
       commitIndex,
-      steppedDown: false,
+      steppedDown: undefined,
       becameLeader: false,
       fetchSnapshotFrom: undefined,
+      recordChanges: [],
     };
   }
 
@@ -224,22 +271,50 @@ export class ReplicaCore {
     return this.role === 'leader' ? this.commitIndex : this.knownCommitIndex;
   }
 
-  /** Whether this replica's in-sync lease (a leader: its authority) holds now; cheap, for the read path. */
-  get holdsLease(): boolean {
-    return this.leaseValid();
+  /** Whether this leader accepts client writes now (not while it hands over). */
+  get acceptsWrites(): boolean {
+    return this.role === 'leader' && this.handover === null;
   }
 
-  /** The address of a member, from the configuration or the static peer list. */
+  /** The record as last known, for the driver and the peer service. */
+  get record(): ClusterRecord | null {
+    return this.stored?.record ?? null;
+  }
+
+  /** Whether `ordinal` is a member of the newest known record. */
+  isMemberOrdinal(ordinal: number): boolean {
+    return this.stored !== null && isMember(this.stored.record, ordinal);
+  }
+
+  /**
+   * The leader clock time up to which this leader's authority is confirmed: every member it counts for
+   * commits accepted an append sent at or after it. A read that arrived at or before this time is
+   * linearizable: no newer leader can have existed when it arrived, because a newer leader must be one of
+   * them, and it refuses this epoch's appends from before it asked the store. No clocks are compared
+   * across machines: both times are this leader's own.
+   */
+  readConfirmedAtMs(): number {
+    if (this.role !== 'leader') return Number.NEGATIVE_INFINITY;
+    let confirmed = this.nowMs;
+    for (const ordinal of this.quorum()) {
+      if (ordinal === this.ordinal) continue;
+      confirmed = Math.min(confirmed, this.progress.get(ordinal)?.lastAcceptedSentAtMs ?? Number.NEGATIVE_INFINITY);
+    }
+    return confirmed;
+  }
+
+  /** The address of a member: from the record, the static peer list, or a joiner's request. */
   memberAddress(ordinal: number): string | undefined {
     return (
-      this.configuration?.members.find((member) => member.ordinal === ordinal)?.address ??
+      this.stored?.record.members.find((member) => member.ordinal === ordinal)?.address ??
+      this.logConfiguration?.members.find((member) => member.ordinal === ordinal)?.address ??
       this.peers.find((member) => member.ordinal === ordinal)?.address ??
       this.learnedAddresses.get(ordinal)
     );
   }
 
   status(): ProtocolStatus {
-    const inSync = this.configuration?.inSync ?? [];
+    const inSync = this.stored?.record.inSync ?? [];
     return {
       ordinal: this.ordinal,
       role: this.role,
@@ -248,10 +323,11 @@ export class ReplicaCore {
       lastIndex: this.history.lastIndex,
       lastEpoch: this.history.lastEpoch,
       commitIndex: this.role === 'leader' ? this.commitIndex : this.knownCommitIndex,
-      configuration: this.configuration,
-      leaseValid: this.leaseValid(),
+      record: this.stored?.record ?? null,
       snapshotting: this.snapshotting,
-      waitingReason: this.role === 'leader' || this.leaderOrdinal !== null ? null : this.waitingReason,
+      storeReachable: this.storeProblem === null,
+      storeProblem: this.storeProblem,
+      waitingReason: this.role === 'leader' || this.leaderOrdinal !== null ? this.leaderWaitingReason() : this.waitingReason,
       followers: [...this.progress.entries()].map(([ordinal, progress]) => ({
         ordinal,
         matchIndex: progress.matchIndex,
@@ -259,6 +335,14 @@ export class ReplicaCore {
         inSync: inSync.includes(ordinal),
       })),
     };
+  }
+
+  private leaderWaitingReason(): string | null {
+    if (this.role !== 'leader') return null;
+    if (this.storeProblem !== null) {
+      return `the configuration store is unreachable (${this.storeProblem}): writes go on with the in-sync set, reconfiguration waits`;
+    }
+    return null;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -269,55 +353,163 @@ export class ReplicaCore {
     this.observeTime(nowMs);
     if (this.role === 'leader') this.leaderTick();
     else this.followerTick();
+    this.maybeRequestStore();
   }
 
   receive(message: PeerMessage, nowMs: number): void {
     this.observeTime(nowMs);
     switch (message.type) {
       case 'append':
-        return this.onAppend(message);
+        this.onAppend(message);
+        break;
       case 'appendReply':
-        return this.onAppendReply(message);
+        this.onAppendReply(message);
+        break;
       case 'status':
-        return this.onStatus(message);
+        this.onStatus(message);
+        break;
       case 'installSnapshot':
-        return this.onInstallSnapshot(message);
+        this.onInstallSnapshot(message);
+        break;
       case 'join':
-        return this.onJoin(message);
+        this.onJoin(message);
+        break;
+      case 'leave':
+        this.onLeave(message.from, message.epoch);
+        break;
+      case 'handover':
+        // The leader says the store now names this replica: read it (the store, not the message, decides).
+        if (message.epoch >= this.currentEpoch) this.storeReadWanted = true;
+        break;
     }
+    this.maybeRequestStore();
+  }
+
+  /** The configuration store answered the outstanding request. */
+  storeAnswered(answer: StoreAnswer, nowMs: number): void {
+    this.observeTime(nowMs);
+    const request = this.storeRequestOutstanding;
+    assert(request !== null, 'a store answer without a request');
+    this.storeRequestOutstanding = null;
+    if (answer.kind === 'failed') {
+      this.storeProblem = answer.reason;
+      // The outcome of a failed swap is unknown: find out by reading before anything else.
+      this.storeReadWanted = true;
+      return;
+    }
+    this.storeProblem = null;
+    this.lastStoreAnswerMs = this.nowMs;
+    if (answer.kind === 'read') {
+      assert(request.kind === 'read', 'a read answer to a swap');
+      this.learnRecord(answer.current);
+    } else {
+      assert(request.kind === 'compareAndSwap', 'a swap answer to a read');
+      this.learnRecord(answer.current);
+      if (answer.swapped) {
+        this.output.recordChanges.push(request.purpose);
+        // A handover: tell the successor to read the store now rather than after an election timeout.
+        if (request.record.leader !== this.ordinal) {
+          this.send(request.record.leader, { type: 'handover', from: this.ordinal, epoch: request.record.epoch });
+        }
+      } else {
+        this.onSwapLost(request);
+      }
+    }
+    if (this.role === 'leader') {
+      this.sendAppends();
+      this.advanceCommit();
+    } else {
+      this.followerTick();
+    }
+    this.maybeRequestStore();
   }
 
   /**
-   * An operator asks the leader to remove a member. Another member leaves only after its in-sync lease has
-   * certainly run out (the leader stops renewing it at once), so that it can never lead with writes it
-   * missed. A leader that removes itself hands over: once its removal is committed it steps down, and the
-   * most up-to-date remaining member is elected. Returns why the request is refused, or undefined.
+   * An operator asks the leader to remove a member. It leaves the members and the in-sync set by one
+   * compare-and-swap; a leader that removes itself hands over first. Returns why the request is refused,
+   * or undefined.
    */
   requestRemoval(ordinal: number, nowMs: number): string | undefined {
     this.observeTime(nowMs);
     if (this.role !== 'leader') return 'only the leader removes members';
-    const configuration = this.configuration!;
-    if (!configuration.members.some((member) => member.ordinal === ordinal)) return `replica ${ordinal} is not a member`;
-    if (configuration.members.length === 1) return 'the last member cannot be removed';
-    if (this.configurationIndex > this.commitIndex) return 'another configuration change is in progress; retry shortly';
+    const record = this.stored!.record;
+    if (!isMember(record, ordinal)) return `replica ${ordinal} is not a member`;
+    if (record.members.length === 1) return 'the last member cannot be removed';
     if (ordinal === this.ordinal) {
-      if (!configuration.inSync.some((member) => member !== this.ordinal) || !this.authorityValid()) {
-        return 'the leader can hand over only while another in-sync member answers: retry once one does';
-      }
-      this.appendOwnEntry({ configuration: withoutMember(configuration, ordinal) });
-      this.leavingAtIndex = this.history.lastIndex;
-      this.sendAppends();
-      this.advanceCommit();
-      return undefined;
+      const refusal = this.startHandover(true);
+      if (refusal !== undefined) return refusal;
+    } else {
+      this.removalsRequested.add(ordinal);
     }
-    const progress = this.progress.get(ordinal);
-    if (progress !== undefined && progress.evictionRequestedAtMs === null) progress.evictionRequestedAtMs = this.nowMs;
+    this.leaderTick();
+    this.maybeRequestStore();
     return undefined;
   }
 
-  /** The position a client write would take; undefined unless this replica leads. */
+  /**
+   * A graceful stop of the leader: it stops taking writes, waits until its most up-to-date in-sync follower
+   * holds its whole log, and names it leader of the next epoch in the store. Returns why it cannot, or
+   * undefined.
+   */
+  requestHandover(nowMs: number): string | undefined {
+    this.observeTime(nowMs);
+    if (this.role !== 'leader') return 'not the leader';
+    const refusal = this.startHandover(false);
+    if (refusal === undefined) {
+      this.leaderTick();
+      this.maybeRequestStore();
+    }
+    return refusal;
+  }
+
+  /** A graceful stop of a follower: ask the leader to take this replica out of the in-sync set now. */
+  requestLeave(nowMs: number): void {
+    this.observeTime(nowMs);
+    if (this.role === 'leader' || this.leaderOrdinal === null) return;
+    this.send(this.leaderOrdinal, { type: 'leave', from: this.ordinal, epoch: this.currentEpoch });
+  }
+
+  /** Whether the store, as last read, lists this replica in the in-sync set. */
+  get inRecordedInSyncSet(): boolean {
+    return this.stored?.record.inSync.includes(this.ordinal) ?? false;
+  }
+
+  /** Asks for a fresh read of the store at the next opportunity (the driver's graceful stop waits on it). */
+  refreshRecord(nowMs: number): void {
+    this.observeTime(nowMs);
+    this.storeReadWanted = true;
+    this.maybeRequestStore();
+  }
+
+  /**
+   * The operator's last resort (Kafka's unclean election), for when every member of the recorded in-sync
+   * set is gone for good: this replica names itself leader of the next epoch, alone in the in-sync set,
+   * whatever the record says. Acknowledged writes it does not hold are lost. Returns why it cannot.
+   */
+  forceLeadership(nowMs: number): string | undefined {
+    this.observeTime(nowMs);
+    if (this.role === 'leader') return 'this replica already leads';
+    if (this.stored === null) return 'the configuration store has not been read yet (or holds no record)';
+    if (this.storeRequestOutstanding !== null) return 'a request to the configuration store is outstanding; retry shortly';
+    const record = this.stored.record;
+    const members = isMember(record, this.ordinal)
+      ? record.members
+      : [...record.members, { ordinal: this.ordinal, address: this.memberAddress(this.ordinal) ?? '' }];
+    const forced: ClusterRecord = {
+      ...record,
+      members,
+      removed: record.removed.filter((ordinal) => ordinal !== this.ordinal),
+      epoch: record.epoch + 1,
+      leader: this.ordinal,
+      inSync: [this.ordinal],
+    };
+    this.startCampaign(forced, `forced leadership of epoch ${forced.epoch} by an operator`);
+    return undefined;
+  }
+
+  /** The position a client write would take; undefined unless this replica leads and accepts writes. */
   nextClientPosition(): { index: number; epoch: number } | undefined {
-    if (this.role !== 'leader') return undefined;
+    if (!this.acceptsWrites) return undefined;
     return { index: this.history.lastIndex + 1, epoch: this.currentEpoch };
   }
 
@@ -336,17 +528,22 @@ export class ReplicaCore {
     this.advanceCommit();
   }
 
+  /** Sends a heartbeat to every follower now, so that a waiting read is confirmed within a round trip. */
+  requestReadRound(nowMs: number): void {
+    this.observeTime(nowMs);
+    if (this.role !== 'leader') return;
+    for (const progress of this.progress.values()) progress.lastSentMs = Number.NEGATIVE_INFINITY;
+    this.sendAppends();
+  }
+
   /** The snapshot the driver fetched is installed: the log now ends where the snapshot does. */
   snapshotInstalled(state: PersistedProtocolState, nowMs: number): void {
     this.observeTime(nowMs);
     this.history.reset(state.epochStarts, state.lastIndex);
-    this.configuration = state.configuration;
-    this.configurationIndex = state.configurationIndex;
+    this.logConfiguration = state.configuration;
     this.snapshotting = false;
     this.installedSnapshotLastIndex = state.lastIndex;
-    // A replaced log proves nothing about acknowledged writes until the leader confirms it again.
-    this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
-    if (this.leaderOrdinal !== null) this.send(this.leaderOrdinal, this.appendReply(false, 0, 0, undefined));
+    if (this.leaderOrdinal !== null) this.send(this.leaderOrdinal, this.appendReply(false, 0, 0, false));
   }
 
   /** The driver deleted log entries before `firstIndex` (they are kept in the state; snapshots carry them). */
@@ -364,7 +561,7 @@ export class ReplicaCore {
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // Follower side.
+  // The configuration store.
 
   private observeTime(nowMs: number): void {
     if (!this.started) {
@@ -377,15 +574,121 @@ export class ReplicaCore {
     this.nowMs = Math.max(this.nowMs, nowMs);
   }
 
-  private leaseValid(): boolean {
-    if (this.role === 'leader') return this.authorityValid();
-    return !this.snapshotting && this.nowMs < this.leaseExpiresAtMs;
+  /** Emits a read when one is wanted or due, unless a request is outstanding. */
+  private maybeRequestStore(): void {
+    if (this.storeRequestOutstanding !== null || this.output.storeRequest !== undefined) return;
+    const dueMs = this.role === 'leader' ? this.timings.storeCheckIntervalMs : this.timings.electionTimeoutMs;
+    // After a failure, retry no faster than a heartbeat.
+    if (this.storeProblem !== null && this.nowMs - this.lastStoreRequestMs < this.timings.heartbeatIntervalMs) return;
+    const readDue =
+      this.storeReadWanted ||
+      (this.role === 'leader' && this.nowMs - this.lastStoreAnswerMs >= dueMs) ||
+      (this.role === 'follower' && this.leaderOrdinal === null && this.nowMs - this.lastStoreAnswerMs >= dueMs);
+    if (readDue) this.requestStore({ kind: 'read' });
   }
+
+  private requestStore(request: StoreRequest): void {
+    assert(this.storeRequestOutstanding === null, 'one store request at a time');
+    this.storeRequestOutstanding = request;
+    this.lastStoreRequestMs = this.nowMs;
+    if (request.kind === 'read') this.storeReadWanted = false;
+    this.output.storeRequest = request;
+  }
+
+  /** Whether a compare-and-swap may be sent now: one configuration change at a time, of every kind. */
+  private canSwap(): boolean {
+    return this.storeRequestOutstanding === null && this.output.storeRequest === undefined;
+  }
+
+  private learnRecord(current: StoredRecord | null): void {
+    this.storeKnown = true;
+    const bootstrapping = this.campaign !== null && this.campaign.expectedVersion === null;
+    if (current === null) {
+      this.stored = null;
+    } else if (this.stored === null || this.stored.version !== current.version) {
+      this.stored = current;
+      this.learnedAddresses.clear();
+    }
+    this.resolveCampaign();
+    if (current === null) return;
+    const record = current.record;
+    if (this.role === 'leader') {
+      if (record.epoch !== this.currentEpoch || record.leader !== this.ordinal) {
+        this.stepDown(`the configuration store names replica ${record.leader} leader of epoch ${record.epoch}`);
+      } else {
+        for (const [ordinal, expectedVersion] of [...this.pendingInSync]) {
+          // Settled either way once the store moved past the version the re-admission named.
+          if (record.inSync.includes(ordinal) || current.version !== expectedVersion) this.pendingInSync.delete(ordinal);
+        }
+        this.syncProgressWithMembers();
+      }
+    }
+    if (record.epoch > this.currentEpoch && record.leader !== this.ordinal) {
+      // A newer leader exists: refuse the older one's appends from now on, and give the new one an election
+      // timeout to reach this replica.
+      this.adoptEpoch(record.epoch);
+      this.lastLeaderContactMs = this.nowMs;
+    }
+    if (this.role === 'follower' && record.leader === this.ordinal && record.epoch >= this.currentEpoch) {
+      // The store names this replica: a won campaign, a handover to it, or its own epoch after a restart.
+      // A replica with an empty log leads only the cluster it has just created: an empty log named leader
+      // is a lost disk, and leading with it would discard the cluster's data; the others take over.
+      const mayLead = (this.campaign === null || this.campaign.epoch <= record.epoch) && (!this.emptyLog() || bootstrapping);
+      if (mayLead) this.becomeLeader(record.epoch, bootstrapping);
+      else this.waitingReason = 'the store names this replica leader, but its log is empty (a lost disk?): the others take over';
+    }
+  }
+
+  /**
+   * Clears a pending campaign once its outcome is known: won (the store names this replica for its epoch)
+   * or lost for good (the store holds another version than the one the swap named, so it can never
+   * succeed). While the outcome is unknown, the campaign stays, and with it the refusal of older appends.
+   */
+  private resolveCampaign(): void {
+    if (this.campaign === null || !this.storeKnown) return;
+    const current = this.stored;
+    const won = current !== null && current.record.epoch === this.campaign.epoch && current.record.leader === this.ordinal;
+    const lost = !won && (current === null ? this.campaign.expectedVersion !== null : current.version !== this.campaign.expectedVersion);
+    if (won || lost) {
+      if (won) this.adoptEpochQuietly(this.campaign.epoch);
+      this.campaign = null;
+      this.output.persistCampaign = null;
+    }
+  }
+
+  private onSwapLost(request: Extract<StoreRequest, { kind: 'compareAndSwap' }>): void {
+    // Someone else moved first. A leader whose epoch changed stepped down in learnRecord; otherwise the
+    // next tick proposes again from the current record if the change is still wanted.
+    for (const [ordinal, expectedVersion] of [...this.pendingInSync]) {
+      if (this.stored?.version !== expectedVersion && !(this.stored?.record.inSync.includes(ordinal) ?? false)) {
+        this.pendingInSync.delete(ordinal);
+      }
+    }
+    if (this.handover !== null && request.record.leader !== this.ordinal) {
+      // The handover's swap lost: stay leader if the store still says so (learnRecord decided), and try again.
+      this.handover = this.role === 'leader' ? { ...this.handover, successor: null } : null;
+    }
+  }
+
+  /** Persists the intention, then asks the store; see Campaign. */
+  private startCampaign(record: ClusterRecord, purpose: string): void {
+    assert(this.stored !== null, 'a campaign needs a known record');
+    const campaign: Campaign = { epoch: record.epoch, expectedVersion: this.stored.version };
+    assert(campaign.epoch > this.currentEpoch, `a campaign for epoch ${campaign.epoch} is not newer than ${this.currentEpoch}`);
+    this.campaign = campaign;
+    this.output.persistCampaign = campaign;
+    this.requestStore({ kind: 'compareAndSwap', expectedVersion: this.stored.version, record, purpose });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Follower side: following, taking over, joining.
 
   private followerTick(): void {
     if (this.leaderOrdinal !== null && this.nowMs - this.lastLeaderContactMs > this.timings.electionTimeoutMs) {
       this.leaderOrdinal = null;
       this.leaderLostAtMs = this.nowMs;
+      // Learn at once whether the store already names someone else.
+      this.storeReadWanted = true;
     }
     if (this.leaderOrdinal !== null || this.snapshotting) return;
     if (this.nowMs - this.lastStatusBroadcastMs >= this.timings.heartbeatIntervalMs) {
@@ -393,25 +696,124 @@ export class ReplicaCore {
       for (const ordinal of this.statusTargets()) this.send(ordinal, this.myStatus(true, null));
       this.askToJoin();
     }
-    this.tryElection();
+    this.considerTakeover();
   }
 
-  /**
-   * A replica with an empty log that sees a leader which does not contact it asks to join. Only an empty
-   * replica asks: a removed replica keeps its log, and joins again only once its data directory is wiped.
-   */
+  /** Whether the store has been read since the leader was lost: decisions need a record that fresh. */
+  private recordFresh(): boolean {
+    return this.storeKnown && this.lastStoreAnswerMs >= (this.leaderLostAtMs ?? Number.NEGATIVE_INFINITY);
+  }
+
+  private considerTakeover(): void {
+    if (!this.recordFresh()) {
+      this.waitingReason =
+        this.storeProblem === null
+          ? 'reading the configuration store'
+          : `the configuration store is unreachable (${this.storeProblem}): no leader can be named until it answers`;
+      return;
+    }
+    if (this.campaign !== null) {
+      this.waitingReason = `asking the configuration store to name this replica leader of epoch ${this.campaign.epoch}`;
+      return;
+    }
+    if (this.stored === null) return this.considerBootstrap();
+    const record = this.stored.record;
+    if (!isMember(record, this.ordinal)) {
+      this.waitingReason = record.removed.includes(this.ordinal) && !this.emptyLog()
+        ? 'this replica is not a member (an operator removed it): wipe its data directory to join again'
+        : `asking leader ${record.leader} to let replica ${this.ordinal} join the cluster`;
+      return;
+    }
+    if (this.nowMs - this.lastLeaderContactMs <= this.timings.electionTimeoutMs) {
+      this.waitingReason = `waiting for leader ${record.leader} of epoch ${record.epoch} to make contact`;
+      return;
+    }
+    if (this.emptyLog()) {
+      this.waitingReason = 'this replica\'s log is empty (a new or wiped disk): it may lead only after catching up';
+      return;
+    }
+    if (record.epoch < this.currentEpoch) {
+      // This replica saw a newer epoch than the record it holds: read again before deciding.
+      this.storeReadWanted = true;
+      return;
+    }
+    // Give every live replica one round to report, so that the most up-to-date one is seen.
+    const lostAtMs = this.leaderLostAtMs ?? this.nowMs;
+    if (this.nowMs - lostAtMs < 2 * this.timings.heartbeatIntervalMs) {
+      this.waitingReason = 'gathering the status of the other replicas';
+      return;
+    }
+    const others: CandidateStatus[] = [];
+    for (const [ordinal, received] of this.statuses) {
+      if (this.nowMs - received.askedAtMs > this.timings.electionTimeoutMs) continue;
+      if (!isMember(record, ordinal)) continue;
+      others.push({ ordinal, ...pickPosition(received.status) });
+    }
+    const self: CandidateStatus = {
+      ordinal: this.ordinal,
+      lastIndex: this.history.lastIndex,
+      lastEpoch: this.history.lastEpoch,
+      leaderOrdinal: null,
+      epoch: this.currentEpoch,
+    };
+    const patient = this.nowMs - lostAtMs >= 2 * this.timings.electionTimeoutMs;
+    const choice = chooseTakeover(record, self, others, patient);
+    if (choice.kind === 'wait') {
+      this.waitingReason = choice.reason;
+      return;
+    }
+    if (!this.canSwap()) return;
+    const next = takeoverRecord(record, this.ordinal, choice.keepInSync);
+    if (next.epoch <= this.currentEpoch) {
+      this.storeReadWanted = true;
+      return;
+    }
+    this.waitingReason = `asking the configuration store to name this replica leader of epoch ${next.epoch}`;
+    this.startCampaign(next, `took over as leader of epoch ${next.epoch} (in sync: ${next.inSync.join(', ')})`);
+  }
+
+  /** A brand-new cluster is created once, by replica 0, when the store holds no record. */
+  private considerBootstrap(): void {
+    if (this.ordinal !== BOOTSTRAP_ORDINAL) {
+      this.waitingReason = 'the configuration store holds no cluster yet: waiting for replica 0 to create it';
+      return;
+    }
+    if (!this.emptyLog() && !this.restoredFromBackup) {
+      // A replica with data never starts a new cluster on its own: the store may have been wiped or
+      // pointed elsewhere, and starting afresh would silently fork the data.
+      this.waitingReason =
+        'the configuration store holds no cluster record, but this replica has data: check --etcd-prefix and ' +
+        '--cluster-name, or restore the record with `replichat recover`';
+      return;
+    }
+    if (!this.canSwap()) return;
+    const record: ClusterRecord = {
+      epoch: Math.max(1, this.currentEpoch + 1),
+      leader: this.ordinal,
+      members: [...this.peers].sort((a, b) => a.ordinal - b.ordinal),
+      inSync: [this.ordinal],
+      removed: [],
+      clusterId: this.newClusterId,
+    };
+    this.waitingReason = 'creating the cluster in the configuration store';
+    this.campaign = { epoch: record.epoch, expectedVersion: null };
+    this.output.persistCampaign = this.campaign;
+    this.requestStore({ kind: 'compareAndSwap', expectedVersion: null, record, purpose: `created the cluster (epoch ${record.epoch})` });
+  }
+
+  private emptyLog(): boolean {
+    return this.history.lastIndex === 0;
+  }
+
+  /** A replica that is not a member asks the recorded leader to add it. */
   private askToJoin(): void {
+    if (this.stored === null) return;
+    const record = this.stored.record;
+    if (isMember(record, this.ordinal)) return;
+    if (record.removed.includes(this.ordinal) && !this.emptyLog()) return;
     const address = this.memberAddress(this.ordinal);
     if (address === undefined) return;
-    const emptyLog = this.configuration === null && this.history.lastIndex === 0;
-    for (const received of this.statuses.values()) {
-      const { leaderOrdinal, configuration } = received.status;
-      if (leaderOrdinal === null || this.nowMs - received.askedAtMs > this.timings.electionTimeoutMs) continue;
-      // A replica that is already a member waits for the leader; one that was removed waits to be wiped.
-      if (configuration !== null && configuration.members.some((member) => member.ordinal === this.ordinal)) continue;
-      if (!emptyLog && (configuration === null || (configuration.removed ?? []).includes(this.ordinal))) continue;
-      this.send(leaderOrdinal, { type: 'join', from: this.ordinal, epoch: this.currentEpoch, address, emptyLog });
-    }
+    this.send(record.leader, { type: 'join', from: this.ordinal, epoch: this.currentEpoch, address, emptyLog: this.emptyLog() });
   }
 
   private myStatus(replyWanted: boolean, askedAtMs: number | null): StatusMessage {
@@ -421,45 +823,32 @@ export class ReplicaCore {
       epoch: this.currentEpoch,
       lastIndex: this.history.lastIndex,
       lastEpoch: this.history.lastEpoch,
-      configuration: this.configuration,
-      leaseValid: this.leaseValid(),
       leaderOrdinal: this.role === 'leader' ? this.ordinal : this.leaderOrdinal,
-      address: this.memberAddress(this.ordinal) ?? null,
       replyWanted,
       sentAtMs: this.nowMs,
       askedAtMs,
     };
   }
 
-  /** Whom the leader replicates to: the configuration's members, or the static peers before there is one. */
-  private otherMembers(): number[] {
-    const members = this.configuration?.members ?? this.peers;
-    return members.map((member) => member.ordinal).filter((ordinal) => ordinal !== this.ordinal);
-  }
-
   /** Whom a replica without a leader asks for status: every member and every static peer. */
   private statusTargets(): number[] {
     const ordinals = new Set<number>(this.peers.map((member) => member.ordinal));
-    for (const member of this.configuration?.members ?? []) ordinals.add(member.ordinal);
+    for (const member of this.stored?.record.members ?? []) ordinals.add(member.ordinal);
     ordinals.delete(this.ordinal);
     return [...ordinals].sort((a, b) => a - b);
   }
 
   private onStatus(status: StatusMessage): void {
-    if (status.address !== null) this.rememberAddress(status.from, status.address);
-    // Only answers to this replica's own questions count for an election: a status that was merely
-    // delayed could describe a replica as it was long ago, before it led and acknowledged writes.
-    if (status.askedAtMs !== null) {
+    // Only answers to this replica's own questions count: a status that was merely delayed could
+    // describe a replica as it was long ago.
+    if (status.askedAtMs !== null && status.askedAtMs <= this.nowMs) {
       const previous = this.statuses.get(status.from);
       if (previous === undefined || previous.askedAtMs <= status.askedAtMs) {
         this.statuses.set(status.from, { status, askedAtMs: status.askedAtMs });
       }
     }
-    if (status.epoch > this.currentEpoch && this.role === 'leader') {
-      // Someone has seen a newer epoch, so a newer leader may exist: stop acknowledging at once.
-      this.stepDown(status.epoch);
-    }
     if (status.replyWanted) this.send(status.from, this.myStatus(false, status.sentAtMs));
+    if (status.epoch > this.currentEpoch) this.storeReadWanted = true;
     if (this.role === 'leader') {
       // A member that does not know its leader gets a heartbeat at once rather than at the next tick.
       if (status.leaderOrdinal !== this.ordinal && status.epoch <= this.currentEpoch) {
@@ -469,144 +858,46 @@ export class ReplicaCore {
       }
       return;
     }
-    if (this.leaderOrdinal === null && !this.snapshotting) this.tryElection();
+    if (this.leaderOrdinal === null && !this.snapshotting) this.considerTakeover();
   }
 
-  /**
-   * The election rule. Among the fresh statuses (this replica's own included), take the most up-to-date
-   * log and its in-sync set S. A replica may take part only if its in-sync lease is valid, or if every
-   * member of S is visible; the candidates are then the lease holders, or all of S. The candidate with the
-   * highest (last epoch, last index), lowest ordinal on ties, starts the next epoch. Each replica only
-   * ever elects itself, using its own current eligibility.
-   */
-  private tryElection(): void {
-    const fresh = new Map<number, StatusMessage>();
-    for (const [ordinal, received] of this.statuses) {
-      if (this.nowMs - received.askedAtMs <= this.timings.electionTimeoutMs) fresh.set(ordinal, received.status);
-    }
-    fresh.set(this.ordinal, this.myStatus(false, null));
-
-    let newest: StatusMessage | undefined;
-    for (const status of fresh.values()) {
-      if (status.configuration === null) continue;
-      if (newest === undefined || compareLogPositions(status, newest) > 0) newest = status;
-    }
-    const member = (status: StatusMessage): boolean =>
-      status.configuration!.members.some((candidate) => candidate.ordinal === this.ordinal);
-    const removedByOperator = (status: StatusMessage): boolean =>
-      (status.configuration!.removed ?? []).includes(this.ordinal);
-    const emptyLog = this.configuration === null && this.history.lastIndex === 0;
-    if (newest !== undefined && !member(newest) && (emptyLog || !removedByOperator(newest))) {
-      this.waitingReason = `asking the leader to let replica ${this.ordinal} join the cluster`;
-      return;
-    } else if (newest !== undefined && !member(newest)) {
-      this.waitingReason =
-        'this replica is not a member of the newest configuration (it was removed): wipe its data directory to join again';
-      return;
-    }
-    for (const status of fresh.values()) {
-      if (status.from !== this.ordinal && status.leaderOrdinal !== null && status.epoch >= this.currentEpoch) {
-        this.waitingReason = `replica ${status.from} still follows leader ${status.leaderOrdinal}`;
-        return;
-      }
-    }
-    // Give every live replica one round to report, so that the most up-to-date one is seen.
-    const lostAtMs = this.leaderLostAtMs ?? this.nowMs;
-    if (this.nowMs - lostAtMs < 2 * this.timings.heartbeatIntervalMs) {
-      this.waitingReason = 'gathering the status of the other replicas';
-      return;
-    }
-
-    if (this.configuration === null && this.history.lastIndex === 0) return this.tryBootstrap(fresh);
-
-    if (newest === undefined) {
-      this.waitingReason = 'no replica with a configuration is visible';
-      return;
-    }
-    const inSyncSet = newest.configuration!.inSync;
-    const missing = inSyncSet.filter((ordinal) => !fresh.has(ordinal));
-    const everyMemberVisible = missing.length === 0;
-    if (!everyMemberVisible && !this.leaseValid()) {
-      this.waitingReason =
-        `waiting for replica${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of the newest in-sync set ` +
-        `{${inSyncSet.join(', ')}}: only they may hold the newest acknowledged writes`;
-      return;
-    }
-    const candidates = [...fresh.values()].filter(
-      (status) =>
-        (everyMemberVisible ? inSyncSet.includes(status.from) : status.leaseValid) &&
-        status.configuration !== null &&
-        status.configuration.inSync.includes(status.from),
-    );
-    if (!candidates.some((status) => status.from === this.ordinal)) {
-      this.waitingReason = 'this replica is not eligible to lead: it may lack acknowledged writes';
-      return;
-    }
-    let winner = candidates[0]!;
-    for (const candidate of candidates) {
-      const order = compareLogPositions(candidate, winner);
-      if (order > 0 || (order === 0 && candidate.from < winner.from)) winner = candidate;
-    }
-    if (winner.from !== this.ordinal) {
-      this.waitingReason = `waiting for replica ${winner.from}, the most up-to-date, to take over`;
-      return;
-    }
-    let highestEpoch = this.currentEpoch;
-    for (const status of fresh.values()) highestEpoch = Math.max(highestEpoch, status.epoch);
-    this.becomeLeader(nextEpoch(highestEpoch, this.ordinal), false);
-  }
-
-  /** A brand-new cluster starts once, from replica 0, and only when every peer is visible with an empty log. */
-  private tryBootstrap(fresh: Map<number, StatusMessage>): void {
-    if (this.ordinal !== BOOTSTRAP_ORDINAL) {
-      this.waitingReason = 'waiting for replica 0 to initialise the cluster';
-      return;
-    }
-    const others = this.peers.filter((member) => member.ordinal !== this.ordinal);
-    const notReady = others.filter((member) => {
-      const status = fresh.get(member.ordinal);
-      return status === undefined || status.lastIndex !== 0 || status.configuration !== null;
-    });
-    if (notReady.length > 0) {
-      this.waitingReason =
-        `waiting to see replicas ${notReady.map((member) => member.ordinal).join(', ')} with empty logs ` +
-        'before initialising a new cluster';
-      return;
-    }
-    this.becomeLeader(nextEpoch(this.currentEpoch, this.ordinal), true);
+  /** The lowest epoch whose appends this replica accepts: its epoch, or a pending campaign's. */
+  private fenceEpoch(): number {
+    return Math.max(this.currentEpoch, this.campaign?.epoch ?? 0);
   }
 
   private onAppend(message: AppendMessage): void {
-    if (message.epoch < this.currentEpoch) {
-      // An older leader: refuse, and tell it the newer epoch so that it steps down.
-      this.send(message.from, this.appendReply(false, 0, message.sentAtMs, undefined));
+    if (message.epoch < this.fenceEpoch()) {
+      // An older leader: refuse, and tell it the newer epoch so that it reads the store.
+      this.send(message.from, this.appendReply(false, 0, message.sentAtMs, false));
       return;
     }
-    assert(epochLeaderOrdinal(message.epoch) === message.from, 'an epoch belongs to one leader');
-    if (message.epoch === this.currentEpoch) {
-      assert(this.role !== 'leader', `two leaders in epoch ${message.epoch}`);
-    } else {
-      this.adoptEpoch(message.epoch);
+    if (this.role === 'leader') {
+      assert(message.epoch !== this.currentEpoch, `two leaders in epoch ${message.epoch}`);
+      this.stepDown(`replica ${message.from} leads the newer epoch ${message.epoch}`);
+    }
+    if (message.epoch > this.currentEpoch) this.adoptEpoch(message.epoch);
+    if (this.campaign !== null && message.epoch >= this.campaign.epoch && message.from !== this.ordinal) {
+      // Another replica leads an epoch at least as new as the campaign's, so the store moved past the
+      // version the campaign named: it can never succeed.
+      this.campaign = null;
+      this.output.persistCampaign = null;
     }
     this.leaderOrdinal = message.from;
     this.lastLeaderContactMs = this.nowMs;
     this.leaderLostAtMs = null;
     this.knownCommitIndex = Math.max(this.knownCommitIndex, message.commitIndex);
     if (this.snapshotting) {
-      this.send(message.from, this.appendReply(false, 0, message.sentAtMs, undefined));
+      this.send(message.from, this.appendReply(false, 0, message.sentAtMs, false));
       return;
     }
-
     // The entries must directly follow a position both logs agree on; entries already held are skipped,
     // which makes duplicated and re-sent appends harmless. A held entry of another epoch means the logs
     // diverged: this replica applied entries the leader does not have, and needs a snapshot.
     const ok = this.appendMatching(message);
-    if (ok && message.leaseEchoMs !== null) {
-      this.leaseExpiresAtMs = Math.max(this.leaseExpiresAtMs, message.leaseEchoMs + this.timings.leaseDurationMs);
-    }
     const matchIndex = ok ? message.prevIndex + message.entries.length : 0;
     this.send(message.from, {
-      ...this.appendReply(ok, matchIndex, message.sentAtMs, ok && message.requestDigest ? this.history.lastIndex : undefined),
+      ...this.appendReply(ok, matchIndex, message.sentAtMs, ok && message.requestDigest),
       carriedEntries: message.entries.length > 0,
     });
   }
@@ -620,6 +911,8 @@ export class ReplicaCore {
         continue;
       }
       if (entry.index !== this.history.lastIndex + 1) return false;
+      // Log matching needs entries in epoch order; a broken order is a bug in the sender.
+      if (entry.epoch < this.history.lastEpoch || entry.epoch > message.epoch) return false;
       this.appendEntry(entry);
     }
     return true;
@@ -627,201 +920,158 @@ export class ReplicaCore {
 
   private appendEntry(entry: WireEntry): void {
     this.history.append(entry.index, entry.epoch);
-    if (entry.configuration !== undefined) {
-      this.configuration = entry.configuration;
-      this.configurationIndex = entry.index;
-    }
+    if (entry.configuration !== undefined) this.logConfiguration = entry.configuration;
     this.output.entriesToPersist.push(entry);
   }
 
-  private appendReply(
-    ok: boolean,
-    matchIndex: number,
-    echoSentAtMs: number,
-    digestIndex: number | undefined,
-  ): AppendReplyMessage {
+  private appendReply(ok: boolean, matchIndex: number, echoSentAtMs: number, withDigest: boolean): AppendReplyMessage {
     return {
       type: 'appendReply',
       from: this.ordinal,
-      epoch: this.currentEpoch,
+      epoch: this.fenceEpoch(),
       ok,
       matchIndex,
       lastIndex: this.history.lastIndex,
       lastEpoch: this.history.lastEpoch,
       incarnation: this.incarnation,
-      followerTimeMs: this.nowMs,
       echoSentAtMs,
       carriedEntries: false,
       snapshotting: this.snapshotting,
-      ...(digestIndex === undefined ? {} : { digest: { index: digestIndex, value: '' } }),
+      ...(withDigest ? { digest: { index: this.history.lastIndex, value: '' } } : {}),
     };
   }
 
   private onInstallSnapshot(message: InstallSnapshotMessage): void {
-    if (message.epoch < this.currentEpoch) return;
-    if (message.epoch > this.currentEpoch) this.adoptEpoch(message.epoch);
-    this.leaderOrdinal = message.from;
+    // Installed only from the leader this replica follows in its current epoch (it learned that leader
+    // from an append of that epoch), never from whoever asks.
+    if (message.epoch !== this.currentEpoch || message.from !== this.leaderOrdinal || this.role === 'leader') return;
     this.lastLeaderContactMs = this.nowMs;
     if (this.snapshotting) return;
     if (message.leaderLastIndex <= this.installedSnapshotLastIndex) {
       // A reminder sent before the snapshot this replica just installed: tell the leader where it stands.
-      this.send(message.from, this.appendReply(false, 0, 0, undefined));
+      this.send(message.from, this.appendReply(false, 0, 0, false));
       return;
     }
     this.snapshotting = true;
-    this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
     this.output.fetchSnapshotFrom = message.from;
   }
 
-  /** A new replica asks to become a member: it is added, not in sync; it catches up from a snapshot. */
+  /** A replica asks to become a member: it is added, not in sync; it catches up, then is re-admitted. */
   private onJoin(message: JoinMessage): void {
-    this.rememberAddress(message.from, message.address);
     if (this.role !== 'leader') return;
-    const configuration = this.configuration!;
-    if (configuration.members.some((member) => member.ordinal === message.from)) return;
+    const record = this.stored!.record;
+    if (isMember(record, message.from)) return;
     // A replica an operator removed comes back only wiped, so that removal is not undone by accident.
-    if ((configuration.removed ?? []).includes(message.from) && !message.emptyLog) return;
-    // One configuration change at a time: the joiner asks again until this one is committed.
-    if (this.configurationIndex > this.commitIndex) return;
-    this.appendOwnEntry({
-      configuration: normalizeConfiguration({
-        members: [...configuration.members, { ordinal: message.from, address: message.address }],
-        inSync: configuration.inSync,
-        removed: (configuration.removed ?? []).filter((ordinal) => ordinal !== message.from),
-      }),
+    if (record.removed.includes(message.from) && !message.emptyLog) return;
+    if (this.learnedAddresses.size < 64 || this.learnedAddresses.has(message.from)) {
+      this.learnedAddresses.set(message.from, message.address);
+    }
+    // One configuration change at a time: the joiner asks again until its turn comes.
+    if (!this.canSwap()) return;
+    this.requestStore({
+      kind: 'compareAndSwap',
+      expectedVersion: this.stored!.version,
+      record: withMember(record, { ordinal: message.from, address: message.address }),
+      purpose: `added replica ${message.from} as a member`,
     });
-    this.sendAppends();
   }
 
-  /** Keeps a bounded number of learned addresses: one per ordinal, and ordinals are bounded by the config. */
-  private rememberAddress(ordinal: number, address: string): void {
-    if (this.learnedAddresses.size >= 1024 && !this.learnedAddresses.has(ordinal)) return;
-    this.learnedAddresses.set(ordinal, address);
+  private onLeave(from: number, epoch: number): void {
+    if (this.role !== 'leader' || epoch > this.currentEpoch) return;
+    const progress = this.progress.get(from);
+    if (progress !== undefined) progress.leaving = true;
+    this.leaderTick();
   }
 
   /** Accepts a newer epoch: persisted first, and a leader stops leading. */
   private adoptEpoch(epoch: number): void {
     assert(epoch > this.currentEpoch, 'epochs only grow');
-    if (this.role === 'leader') this.stepDown(epoch);
+    if (this.role === 'leader') this.stepDown(`epoch ${epoch} began`);
     this.currentEpoch = epoch;
     this.output.persistEpoch = epoch;
   }
 
-  private stepDown(epoch: number): void {
+  private adoptEpochQuietly(epoch: number): void {
+    if (epoch <= this.currentEpoch) return;
+    this.currentEpoch = epoch;
+    this.output.persistEpoch = epoch;
+  }
+
+  private stepDown(reason: string): void {
     const wasLeader = this.role === 'leader';
-    if (epoch > this.currentEpoch) {
-      this.currentEpoch = epoch;
-      this.output.persistEpoch = epoch;
-    }
     this.role = 'follower';
     this.leaderOrdinal = null;
     this.leaderLostAtMs = this.nowMs;
     this.lastLeaderContactMs = this.nowMs;
-    // A former leader holds no follower lease: it must not claim to be in sync.
-    this.leaseExpiresAtMs = Number.NEGATIVE_INFINITY;
     this.progress.clear();
-    if (wasLeader) this.output.steppedDown = true;
+    this.pendingInSync.clear();
+    this.removalsRequested.clear();
+    this.handover = null;
+    this.storeReadWanted = true;
+    if (wasLeader) this.output.steppedDown = reason;
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // Leader side.
+  // Leader side: replication, commit, the in-sync set.
 
   private becomeLeader(epoch: number, bootstrap: boolean): void {
-    this.currentEpoch = epoch;
-    this.output.persistEpoch = epoch;
+    this.adoptEpochQuietly(epoch);
     this.role = 'leader';
     this.leaderOrdinal = this.ordinal;
+    this.leaderLostAtMs = null;
     this.epochStartedAtMs = this.nowMs;
     this.wokeAtMs = this.nowMs;
     this.lastTickMs = this.nowMs;
+    this.lastStoreAnswerMs = this.nowMs;
     this.commitIndex = 0;
     this.statuses.clear();
     this.waitingReason = null;
     this.progress.clear();
-    for (const ordinal of this.otherMembers()) this.progress.set(ordinal, this.newProgress());
+    this.pendingInSync.clear();
+    this.handover = null;
+    this.syncProgressWithMembers();
     this.output.becameLeader = true;
-    if (bootstrap) {
-      this.appendOwnEntry({ initialize: true });
-      this.appendOwnEntry({ configuration: normalizeConfiguration({ members: this.peers, inSync: [this.ordinal] }) });
-    } else {
-      // The first entry of an epoch (like Raft's no-op) carries the configuration: followers with a
-      // divergent tail find out, and nothing is acknowledged until every in-sync member holds it.
-      assert(this.configuration !== null, 'an elected leader has a configuration');
-      this.appendOwnEntry({ configuration: this.configuration });
-    }
+    const record = this.stored!.record;
+    const configuration: Configuration = { members: record.members, inSync: record.inSync };
+    if (bootstrap || this.history.lastIndex === 0) this.appendOwnEntry({ initialize: true });
+    // The first entry of an epoch (like Raft's no-op) carries the configuration: followers with a
+    // divergent tail find out, and nothing is acknowledged until every in-sync member holds it.
+    this.appendOwnEntry({ configuration });
+    this.epochStartIndex = this.history.lastIndex;
     this.sendAppends();
     this.advanceCommit();
-  }
-
-  private newProgress(): FollowerProgress {
-    return {
-      matchIndex: 0,
-      nextIndex: this.history.lastIndex + 1,
-      inflightAppends: 0,
-      lastSentMs: Number.NEGATIVE_INFINITY,
-      lastOkReplyMs: Number.NEGATIVE_INFINITY,
-      lastAnsweredSentAtMs: Number.NEGATIVE_INFINITY,
-      lastAnsweredReceivedMs: this.nowMs,
-      lastFollowerTimeMs: null,
-      lastProgressMs: this.nowMs,
-      digestRequestedAtIndex: null,
-      digestRequestedAtMs: Number.NEGATIVE_INFINITY,
-      snapshotRequestedAtMs: null,
-      incarnation: 0,
-      evictionRequestedAtMs: null,
-    };
   }
 
   private appendOwnEntry(entry: Omit<EntryMeta, 'index' | 'epoch'>): void {
     const index = this.history.lastIndex + 1;
     this.history.append(index, this.currentEpoch);
-    if (entry.configuration !== undefined) {
-      this.configuration = entry.configuration;
-      this.configurationIndex = index;
-      if (this.role === 'leader') this.syncProgressWithMembers();
-    }
+    if (entry.configuration !== undefined) this.logConfiguration = entry.configuration;
     this.output.entriesToPersist.push({ index, epoch: this.currentEpoch, ...entry });
   }
 
-  /** The leader replicates to exactly the members of its latest configuration. */
+  /** The leader replicates to exactly the members of the record. */
   private syncProgressWithMembers(): void {
-    const members = new Set(this.otherMembers());
-    for (const ordinal of members) if (!this.progress.has(ordinal)) this.progress.set(ordinal, this.newProgress());
+    const members = new Set(this.stored!.record.members.map((member) => member.ordinal));
+    members.delete(this.ordinal);
+    for (const ordinal of members) if (!this.progress.has(ordinal)) this.progress.set(ordinal, newProgress(this.nowMs, this.history.lastIndex));
     for (const ordinal of [...this.progress.keys()]) if (!members.has(ordinal)) this.progress.delete(ordinal);
   }
 
-  /** Removal waits this long after the last sign of life: the follower's lease, twice, with drift. */
-  private removalDelayMs(): number {
-    return 2 * this.timings.leaseDurationMs * (1 + this.timings.clockDriftRatio) + this.timings.heartbeatIntervalMs;
+  /** Whom commits wait for: the recorded in-sync set, plus followers being re-admitted. */
+  private quorum(): Set<number> {
+    const quorum = new Set(this.stored?.record.inSync ?? []);
+    for (const ordinal of this.pendingInSync.keys()) quorum.add(ordinal);
+    return quorum;
   }
 
   private leaderTick(): void {
     if (this.nowMs - this.lastTickMs > this.timings.electionTimeoutMs) {
       // This leader did not run for a while (a pause): count every silence again from now, so that a
-      // follower is removed only after it failed to answer attempts made while this leader was running.
+      // follower is dropped only after it failed to answer attempts made while this leader was running.
       this.wokeAtMs = this.nowMs;
+      this.storeReadWanted = true;
     }
     this.lastTickMs = this.nowMs;
-    const configuration = this.configuration!;
-    const silent = configuration.inSync.filter((ordinal) => {
-      if (ordinal === this.ordinal) return false;
-      const progress = this.progress.get(ordinal);
-      const lastSignOfLifeMs = Math.max(progress?.lastOkReplyMs ?? -Infinity, this.epochStartedAtMs, this.wokeAtMs);
-      return this.nowMs - lastSignOfLifeMs > this.removalDelayMs();
-    });
-    // A leader that is handing over keeps at least one other member in sync: the one it hands over to.
-    const remaining = configuration.inSync.filter((o) => !silent.includes(o) && !(o === this.ordinal && this.leavingAtIndex !== null));
-    if (silent.length > 0 && remaining.length > 0) {
-      this.appendOwnEntry({
-        configuration: { ...configuration, inSync: configuration.inSync.filter((o) => !silent.includes(o)) },
-      });
-    }
-    // An operator's removal takes effect once the member's lease, no longer renewed, has certainly run out.
-    const evictionDelayMs = this.timings.leaseDurationMs * (1 + this.timings.clockDriftRatio) + this.timings.heartbeatIntervalMs;
-    for (const [ordinal, progress] of this.progress) {
-      if (progress.evictionRequestedAtMs === null || this.nowMs - progress.evictionRequestedAtMs <= evictionDelayMs) continue;
-      this.appendOwnEntry({ configuration: withoutMember(this.configuration!, ordinal) });
-    }
     for (const progress of this.progress.values()) {
       // Appends or replies were lost: start again from the last confirmed position.
       const outstanding = progress.nextIndex > progress.matchIndex + 1 || progress.inflightAppends > 0;
@@ -831,36 +1081,109 @@ export class ReplicaCore {
         progress.lastProgressMs = this.nowMs;
       }
     }
+    this.proposeConfigurationChange();
     this.sendAppends();
     this.advanceCommit();
   }
 
-  /** Every in-sync follower answered, within one lease, a message this leader sent in this epoch. */
-  private authorityValid(): boolean {
-    if (this.role !== 'leader' || this.configuration === null) return false;
-    return this.configuration.inSync.every((ordinal) => {
-      if (ordinal === this.ordinal) return true;
+  /** At most one change is proposed at a time, in this order of urgency. */
+  private proposeConfigurationChange(): void {
+    if (this.role !== 'leader' || !this.canSwap() || this.stored === null) return;
+    const { record, version } = this.stored;
+    const swap = (next: ClusterRecord, purpose: string): void =>
+      this.requestStore({ kind: 'compareAndSwap', expectedVersion: version, record: next, purpose });
+
+    // 1. A handover whose successor caught up.
+    if (this.handover !== null) {
+      const successor = this.handover.successor ?? this.chooseSuccessor();
+      this.handover.successor = successor;
+      const progress = successor === null ? undefined : this.progress.get(successor);
+      if (successor !== null && progress !== undefined && progress.matchIndex === this.history.lastIndex && this.commitIndex === this.history.lastIndex) {
+        const next = takeoverRecord(record, successor, record.inSync.filter((ordinal) => ordinal !== this.ordinal));
+        const final = this.handover.removeSelf ? withoutMember(next, this.ordinal) : next;
+        swap(final, `handed leadership of epoch ${final.epoch} to replica ${successor}`);
+        return;
+      }
+    }
+    // 2. Followers that fell out of sync leave the in-sync set; commits wait for them until the store agrees.
+    const lagging = record.inSync.filter((ordinal) => {
+      if (ordinal === this.ordinal) return false;
       const progress = this.progress.get(ordinal);
-      return progress !== undefined && this.nowMs - progress.lastAnsweredSentAtMs < this.timings.leaseDurationMs;
+      if (progress === undefined) return true;
+      if (progress.leaving) return true;
+      const sinceMs = Math.max(progress.lastCaughtUpMs, this.epochStartedAtMs, this.wokeAtMs);
+      return this.nowMs - sinceMs > this.timings.inSyncTimeoutMs;
     });
+    if (lagging.length > 0) {
+      swap(withoutInSync(record, lagging), `removed replica ${lagging.join(', ')} from the in-sync set`);
+      return;
+    }
+    // 3. Operator removals.
+    for (const ordinal of this.removalsRequested) {
+      this.removalsRequested.delete(ordinal);
+      if (!isMember(record, ordinal) || ordinal === this.ordinal) continue;
+      swap(withoutMember(record, ordinal), `removed replica ${ordinal} from the members at an operator's request`);
+      return;
+    }
+    // 4. Re-admission of a caught-up follower whose state was verified equal.
+    if (this.handover !== null) return;
+    for (const [ordinal, progress] of this.progress) {
+      if (record.inSync.includes(ordinal) || progress.leaving || progress.snapshotRequestedAtMs !== null) continue;
+      if (!this.caughtUp(progress)) continue;
+      if (progress.verifiedDigestIndex === 0 || progress.matchIndex < progress.verifiedDigestIndex) continue;
+      if (progress.matchIndex < this.commitIndex) continue;
+      // Counted for commits from now on, before the store is asked: every entry committed from here on
+      // waits for it, and it already holds every entry committed so far.
+      this.pendingInSync.set(ordinal, version);
+      swap(withInSync(record, ordinal), `re-admitted replica ${ordinal} to the in-sync set`);
+      return;
+    }
+  }
+
+  /** Within the pipeline window of the leader's end, as Kafka's replica.lag.time.max.ms counts "caught up". */
+  private caughtUp(progress: FollowerProgress): boolean {
+    return this.history.lastIndex - progress.matchIndex <= this.timings.maxEntriesPerAppend;
+  }
+
+  private chooseSuccessor(): number | null {
+    let best: number | null = null;
+    for (const ordinal of this.stored!.record.inSync) {
+      if (ordinal === this.ordinal) continue;
+      const progress = this.progress.get(ordinal);
+      if (progress === undefined || progress.leaving) continue;
+      if (this.nowMs - progress.lastAnsweredReceivedMs > this.timings.electionTimeoutMs) continue;
+      if (best === null || progress.matchIndex > this.progress.get(best)!.matchIndex) best = ordinal;
+    }
+    return best;
+  }
+
+  private startHandover(removeSelf: boolean): string | undefined {
+    if (this.chooseSuccessor() === null) {
+      return 'the leader can hand over only while another in-sync member answers: retry once one does';
+    }
+    this.handover = { successor: null, removeSelf };
+    return undefined;
   }
 
   private sendAppends(): void {
-    const configuration = this.configuration!;
-    const authority = this.authorityValid();
+    if (this.role !== 'leader') return;
     for (const [ordinal, progress] of this.progress) {
       if (progress.snapshotRequestedAtMs !== null) {
         // The follower is fetching a snapshot; remind it now and then in case the request was lost.
-        if (this.nowMs - progress.snapshotRequestedAtMs > this.timings.leaseDurationMs) this.requestSnapshot(ordinal, progress);
+        if (this.nowMs - progress.snapshotRequestedAtMs > this.timings.inSyncTimeoutMs) this.requestSnapshot(ordinal, progress);
         continue;
       }
-      const inSync = configuration.inSync.includes(ordinal);
-      const leaseEchoMs = inSync && authority && progress.evictionRequestedAtMs === null ? progress.lastFollowerTimeMs : null;
       if (progress.nextIndex <= this.history.lastIndex && this.history.epochAt(progress.nextIndex - 1) === undefined) {
         // The entries this follower needs were truncated from the log: only a snapshot can bring it up.
         this.requestSnapshot(ordinal, progress);
         continue;
       }
+      // Followers out of the in-sync set are asked for their digest once they are close, at most once a
+      // heartbeat, on an ordinary append: re-admission must not wait for a quiet moment that never comes.
+      const wantsDigest =
+        !this.quorum().has(ordinal) &&
+        this.caughtUp(progress) &&
+        this.nowMs - progress.lastDigestRequestMs >= this.timings.heartbeatIntervalMs;
       let sent = false;
       // A follower that has not answered for an election timeout gets one append at a time: a probe, not a
       // pipeline of entries nobody may be reading.
@@ -869,29 +1192,19 @@ export class ReplicaCore {
       while (progress.inflightAppends < inflightLimit && progress.nextIndex <= this.history.lastIndex) {
         const fromIndex = progress.nextIndex;
         const toIndex = Math.min(this.history.lastIndex, fromIndex + this.timings.maxEntriesPerAppend - 1);
-        this.sendAppend(ordinal, progress, fromIndex - 1, { fromIndex, toIndex }, leaseEchoMs, false);
+        const digest = wantsDigest && !sent;
+        this.sendAppend(ordinal, progress, fromIndex - 1, { fromIndex, toIndex }, digest);
         progress.nextIndex = toIndex + 1;
         progress.inflightAppends += 1;
         sent = true;
       }
       if (sent) continue;
-      // Asked once per leader index, and again after a lease without a verified answer (it may be lost).
-      const wantsDigest =
-        !inSync &&
-        progress.matchIndex === this.history.lastIndex &&
-        (progress.digestRequestedAtIndex !== this.history.lastIndex ||
-          this.nowMs - progress.digestRequestedAtMs > this.timings.leaseDurationMs) &&
-        this.configurationIndex <= this.commitIndex;
       if (wantsDigest || this.nowMs - progress.lastSentMs >= this.timings.heartbeatIntervalMs) {
-        if (wantsDigest) {
-          progress.digestRequestedAtIndex = this.history.lastIndex;
-          progress.digestRequestedAtMs = this.nowMs;
-        }
         // A heartbeat checks the last position known to match; if the log no longer holds it, it probes at
         // the end of the log, and the follower's answer says where it stands.
         const probeIndex =
           this.history.epochAt(progress.matchIndex) === undefined ? this.history.lastIndex : progress.matchIndex;
-        this.sendAppend(ordinal, progress, probeIndex, undefined, leaseEchoMs, wantsDigest);
+        this.sendAppend(ordinal, progress, probeIndex, undefined, wantsDigest);
       }
     }
   }
@@ -901,12 +1214,12 @@ export class ReplicaCore {
     progress: FollowerProgress,
     prevIndex: number,
     entryRange: { fromIndex: number; toIndex: number } | undefined,
-    leaseEchoMs: number | null,
     requestDigest: boolean,
   ): void {
     const prevEpoch = this.history.epochAt(prevIndex);
     assert(prevEpoch !== undefined, `the leader has no entry ${prevIndex}`);
     progress.lastSentMs = this.nowMs;
+    if (requestDigest) progress.lastDigestRequestMs = this.nowMs;
     this.send(ordinal, {
       type: 'append',
       from: this.ordinal,
@@ -916,7 +1229,6 @@ export class ReplicaCore {
       entries: [],
       ...(entryRange === undefined ? {} : { entryRange }),
       commitIndex: this.commitIndex,
-      leaseEchoMs,
       sentAtMs: this.nowMs,
       requestDigest,
     });
@@ -935,8 +1247,8 @@ export class ReplicaCore {
 
   private onAppendReply(reply: AppendReplyMessage): void {
     if (reply.epoch > this.currentEpoch) {
-      if (this.role === 'leader') this.stepDown(reply.epoch);
-      else this.adoptEpoch(reply.epoch);
+      // A newer epoch exists or is being asked for: the store decides whether this leader was replaced.
+      this.storeReadWanted = true;
       return;
     }
     if (this.role !== 'leader' || reply.epoch < this.currentEpoch) return;
@@ -947,13 +1259,14 @@ export class ReplicaCore {
       // The follower restarted. If it came back with less than we believed it held, it lost its disk:
       // believe only what it holds now.
       progress.incarnation = reply.incarnation;
+      progress.leaving = false;
       if (reply.lastIndex < progress.matchIndex) {
         progress.matchIndex = 0;
         progress.nextIndex = this.history.lastIndex + 1;
         progress.inflightAppends = 0;
+        progress.verifiedDigestIndex = 0;
       }
     }
-    progress.lastAnsweredSentAtMs = Math.max(progress.lastAnsweredSentAtMs, reply.echoSentAtMs);
     progress.lastAnsweredReceivedMs = this.nowMs;
     if (reply.snapshotting) {
       // The follower is busy with the snapshot it was asked to fetch: nothing else until it is done.
@@ -970,14 +1283,18 @@ export class ReplicaCore {
       progress.matchIndex = heldIndex;
       progress.lastProgressMs = this.nowMs;
     }
+    if (this.caughtUp(progress)) progress.lastCaughtUpMs = this.nowMs;
     if (reply.ok) {
       progress.lastOkReplyMs = this.nowMs;
-      progress.lastFollowerTimeMs = Math.max(progress.lastFollowerTimeMs ?? -Infinity, reply.followerTimeMs);
+      // Only an accepted append of this epoch confirms the read authority (see readConfirmedAtMs).
+      progress.lastAcceptedSentAtMs = Math.max(progress.lastAcceptedSentAtMs, Math.min(reply.echoSentAtMs, this.nowMs));
       if (reply.carriedEntries) progress.inflightAppends = Math.max(0, progress.inflightAppends - 1);
       progress.nextIndex = Math.max(progress.nextIndex, progress.matchIndex + 1);
       // Everything sent is held: no append is outstanding, whatever became of their replies.
       if (progress.nextIndex === progress.matchIndex + 1) progress.inflightAppends = 0;
-      if (reply.digestVerified === true && reply.digest !== undefined) this.maybeReadmit(reply.from, reply.digest.index);
+      if (reply.digestVerified === true && reply.digest !== undefined && reply.digest.index <= progress.matchIndex) {
+        progress.verifiedDigestIndex = Math.max(progress.verifiedDigestIndex, reply.digest.index);
+      }
     } else if (
       followerLogIsPrefix &&
       progress.snapshotRequestedAtMs === null &&
@@ -999,42 +1316,24 @@ export class ReplicaCore {
       // applied to its tables and cannot be undone, so it is rebuilt from a snapshot.
       this.requestSnapshot(reply.from, progress);
     }
+    if (!this.quorum().has(reply.from)) this.proposeConfigurationChange();
     this.sendAppends();
     this.advanceCommit();
   }
 
-  /** A caught-up follower whose digest matched re-enters the in-sync set (one change at a time). */
-  private maybeReadmit(ordinal: number, digestIndex: number): void {
-    const configuration = this.configuration!;
-    const progress = this.progress.get(ordinal)!;
-    if (configuration.inSync.includes(ordinal)) return;
-    if (this.configurationIndex > this.commitIndex) return;
-    if (progress.matchIndex < digestIndex) return;
-    this.appendOwnEntry({
-      configuration: normalizeConfiguration({ ...configuration, inSync: [...configuration.inSync, ordinal] }),
-    });
-  }
-
-  /**
-   * The commit index is the highest index every in-sync member holds, but it moves only once the latest
-   * configuration entry itself is held by all of them: a changed in-sync set counts only when its members
-   * know it.
-   */
+  /** The commit index is the highest index every member of the quorum holds; see commitIndexFor. */
   private advanceCommit(): void {
     if (this.role !== 'leader') return;
-    const configuration = this.configuration!;
-    let held = this.history.lastIndex;
-    for (const ordinal of configuration.inSync) {
-      if (ordinal === this.ordinal) continue;
-      held = Math.min(held, this.progress.get(ordinal)?.matchIndex ?? 0);
-    }
-    if (held >= this.configurationIndex && held > this.commitIndex) this.commitIndex = held;
+    this.commitIndex = commitIndexFor(
+      this.ordinal,
+      this.history.lastIndex,
+      this.quorum(),
+      this.progress,
+      this.epochStartIndex,
+      this.commitIndex,
+    );
     this.output.commitIndex = this.commitIndex;
-    if (this.leavingAtIndex !== null && this.commitIndex >= this.leavingAtIndex) {
-      // This leader's own removal is committed: hand over by stepping down; it takes no part in elections.
-      this.leavingAtIndex = null;
-      this.stepDown(this.currentEpoch);
-    }
+    if (this.handover !== null) this.proposeConfigurationChange();
   }
 
   private send(to: number, message: PeerMessage): void {
@@ -1042,11 +1341,6 @@ export class ReplicaCore {
   }
 }
 
-/** The configuration after an operator removed `ordinal`: it is recorded, so the replica knows why. */
-function withoutMember(configuration: Configuration, ordinal: number): Configuration {
-  return normalizeConfiguration({
-    members: configuration.members.filter((member) => member.ordinal !== ordinal),
-    inSync: configuration.inSync.filter((member) => member !== ordinal),
-    removed: [...(configuration.removed ?? []), ordinal],
-  });
+function pickPosition(status: StatusMessage): Omit<CandidateStatus, 'ordinal'> {
+  return { lastIndex: status.lastIndex, lastEpoch: status.lastEpoch, leaderOrdinal: status.leaderOrdinal, epoch: status.epoch };
 }

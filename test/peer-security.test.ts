@@ -1,0 +1,418 @@
+/**
+ * Proves that the peer port trusts no one it cannot authenticate, and that no peer input can crash a
+ * replica or change what it stores. Three real replicas on loopback, each with a certificate from a cluster
+ * CA made by scripts/make-dev-certs.sh; the test plays the attacker with real gRPC over real TLS:
+ * - without a client certificate, or with one from another CA, no call gets through at all;
+ * - a certificate without a replica identity is UNAUTHENTICATED; one issued for another cluster, or one
+ *   whose holder claims another ordinal (in the envelope, the message or FetchSnapshot), is refused;
+ * - FetchSnapshot is refused to a certificate of this cluster that is not a member;
+ * - installSnapshot and append from a member that does not lead the current epoch are refused;
+ * - a `join` whose address is a number gets INVALID_ARGUMENT that names the address;
+ * - an epoch beyond 2^53 - 1 is refused;
+ * - a bounded, seeded fuzz loop of malformed and oversized messages of every type from an authenticated
+ *   member is refused one by one with INVALID_ARGUMENT;
+ * and afterwards every replica still runs, a write commits, and once stopped all state digests are equal.
+ */
+import * as grpc from '@grpc/grpc-js';
+import Database from 'better-sqlite3';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { computeStateDigest } from '../src/storage/state-digest.js';
+import { createPeerServiceClient, peerServiceClientConstructor, type PeerServiceClient } from '../src/transport/peer-proto.js';
+import { RawChatClient } from './support/grpc-client.js';
+import { MAKE_DEV_CERTS, makePeerCertificates, type PeerCertificates } from './support/peer-certificates.js';
+import { awaitReady, freePort, type ServerProcess, startServer } from './support/processes.js';
+
+const CLUSTER = 'peer-security';
+const ORDINALS = [0, 1, 2] as const;
+/** Fuzzed messages in all, across the seven types; each is one Deliver call. */
+const FUZZ_CALLS = 420;
+const FUZZ_SEED = Number(process.env.PEER_FUZZ_SEED ?? 20261201);
+
+let directory: string;
+let certificates: PeerCertificates;
+let rogue: PeerCertificates;
+let peerPorts: number[];
+let servers: ServerProcess[] = [];
+const constructor = peerServiceClientConstructor();
+const openClients: grpc.Client[] = [];
+
+function peerAddress(ordinal: number): string {
+  return `127.0.0.1:${peerPorts[ordinal]}`;
+}
+
+function client(ordinal: number, credentials: grpc.ChannelCredentials): PeerServiceClient {
+  const created = createPeerServiceClient(peerAddress(ordinal), credentials, {}, constructor);
+  openClients.push(created);
+  return created;
+}
+
+/** Credentials presenting an arbitrary certificate and key, trusting the cluster CA. */
+function credentialsFrom(certificatePath: string, keyPath: string): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(readFileSync(certificates.caPath), readFileSync(keyPath), readFileSync(certificatePath));
+}
+
+interface Outcome {
+  readonly code: grpc.status;
+  readonly details: string;
+}
+
+function deliver(
+  target: PeerServiceClient,
+  envelope: { clusterName?: string; fromOrdinal: number; payload: Buffer | string; fromClientAddress?: string },
+): Promise<Outcome> {
+  const request = {
+    clusterName: envelope.clusterName ?? CLUSTER,
+    fromOrdinal: envelope.fromOrdinal,
+    payload: typeof envelope.payload === 'string' ? Buffer.from(envelope.payload, 'utf8') : envelope.payload,
+    fromClientAddress: envelope.fromClientAddress ?? '',
+  };
+  return new Promise((resolve) => {
+    (target as unknown as Record<string, Function>).Deliver!.call(
+      target,
+      request,
+      new grpc.Metadata(),
+      { deadline: Date.now() + 5000 },
+      (error: grpc.ServiceError | null) =>
+        resolve(error === null ? { code: grpc.status.OK, details: '' } : { code: error.code, details: error.details }),
+    );
+  });
+}
+
+function fetchSnapshot(target: PeerServiceClient, requesterOrdinal: number, epoch = 0): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const stream = target.FetchSnapshot({ requesterOrdinal, epoch }, new grpc.Metadata(), { deadline: Date.now() + 5000 });
+    stream.on('data', () => {
+      stream.cancel();
+      resolve({ code: grpc.status.OK, details: 'a snapshot chunk arrived' });
+    });
+    stream.on('error', (error: grpc.ServiceError) => resolve({ code: error.code, details: error.details }));
+    stream.on('end', () => resolve({ code: grpc.status.OK, details: 'the stream ended' }));
+  });
+}
+
+/** The leader and epoch as the replicas report them on the client port, once they agree. */
+async function clusterView(): Promise<{ leader: number; epoch: number }> {
+  const giveUpAt = Date.now() + 30_000;
+  let last = '';
+  while (Date.now() < giveUpAt) {
+    const statuses = await Promise.all(
+      servers.map(async (server) => {
+        const raw = new RawChatClient(server.address);
+        try {
+          return (await raw.call('GetReplicaStatus', {})).response;
+        } finally {
+          raw.close();
+        }
+      }),
+    );
+    last = JSON.stringify(statuses.map((status) => [status?.role, status?.leaderOrdinal, status?.epoch]));
+    const leaders = statuses.filter((status) => status?.role === 'leader');
+    if (leaders.length === 1 && statuses.every((status) => status?.epoch === leaders[0]!.epoch)) {
+      return { leader: Number(leaders[0]!.ordinal), epoch: Number(leaders[0]!.epoch) };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`the replicas did not agree on a leader within 30 s: ${last}`);
+}
+
+beforeAll(async () => {
+  directory = mkdtempSync(join(tmpdir(), 'replichat-peer-security-'));
+  certificates = makePeerCertificates(join(directory, 'certs'), CLUSTER);
+  rogue = makePeerCertificates(join(directory, 'rogue'), CLUSTER);
+  peerPorts = await Promise.all(ORDINALS.map(() => freePort()));
+  const peers = ORDINALS.map((ordinal) => `${ordinal}=${peerAddress(ordinal)}`).join(',');
+  servers = await Promise.all(
+    ORDINALS.map((ordinal) =>
+      startServer({
+        dataDirectory: join(directory, `replica-${ordinal}`),
+        awaitReady: false,
+        extraArguments: [
+          '--ordinal', String(ordinal),
+          '--peers', peers,
+          '--peer-listen', peerAddress(ordinal),
+          '--cluster-name', CLUSTER,
+          ...certificates.serverArguments(ordinal),
+        ],
+      }),
+    ),
+  );
+  await Promise.all(servers.map((server) => awaitReady(server.metricsPort, 30_000)));
+}, 90_000);
+
+afterAll(async () => {
+  for (const opened of openClients) opened.close();
+  await Promise.all(servers.map((server) => server.kill('SIGKILL')));
+  rmSync(directory, { recursive: true, force: true });
+});
+
+describe('who may connect', () => {
+  test('a plaintext client, a client without a certificate and one with another CA\'s certificate get nothing through', async () => {
+    const status = JSON.stringify({ type: 'status', from: 1, epoch: 0, lastIndex: 0, lastEpoch: 0, leaderOrdinal: null, replyWanted: false, sentAtMs: 1, askedAtMs: null });
+    const attempts = {
+      plaintext: client(0, grpc.credentials.createInsecure()),
+      'no certificate': client(0, grpc.credentials.createSsl(readFileSync(certificates.caPath))),
+      'another CA': client(0, credentialsFrom(rogue.certificatePath(1), rogue.keyPath(1))),
+    };
+    for (const [name, attacker] of Object.entries(attempts)) {
+      const outcome = await deliver(attacker, { fromOrdinal: 1, payload: status });
+      expect([name, grpc.status[outcome.code]]).toEqual([name, 'UNAVAILABLE']);
+      const snapshot = await fetchSnapshot(attacker, 1);
+      expect([name, grpc.status[snapshot.code]]).toEqual([name, 'UNAVAILABLE']);
+    }
+  });
+
+  test('a certificate of the cluster CA without a replica identity is UNAUTHENTICATED', async () => {
+    const noIdentity = join(directory, 'no-identity');
+    mkdirSync(noIdentity);
+    execFileSync('bash', [
+      '-c',
+      `openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=replica-1 -keyout "$1/key.pem" -out "$1/csr.pem" 2>/dev/null &&
+       openssl x509 -req -in "$1/csr.pem" -CA "$2/peer-ca.pem" -CAkey "$2/peer-ca-key.pem" -CAcreateserial -days 1 \
+         -extfile <(printf 'subjectAltName=DNS:chat-1,IP:127.0.0.1\\nextendedKeyUsage=clientAuth,serverAuth') -out "$1/cert.pem" 2>/dev/null`,
+      'make', noIdentity, certificates.directory,
+    ]);
+    const attacker = client(0, credentialsFrom(join(noIdentity, 'cert.pem'), join(noIdentity, 'key.pem')));
+    const outcome = await deliver(attacker, { fromOrdinal: 1, payload: '{}' });
+    expect(grpc.status[outcome.code]).toBe('UNAUTHENTICATED');
+    expect(outcome.details).toContain('names no replica');
+    expect(grpc.status[(await fetchSnapshot(attacker, 1)).code]).toBe('UNAUTHENTICATED');
+  });
+
+  test('a certificate issued by the same CA for another cluster is PERMISSION_DENIED', async () => {
+    const other = join(directory, 'other-cluster');
+    mkdirSync(other);
+    for (const file of ['peer-ca.pem', 'peer-ca-key.pem']) copyFileSync(join(certificates.directory, file), join(other, file));
+    execFileSync('bash', [MAKE_DEV_CERTS, 'peer', other, '1'], { env: { ...process.env, CLUSTER_NAME: 'another-cluster' }, stdio: 'ignore' });
+    const attacker = client(0, credentialsFrom(join(other, 'peer-1.pem'), join(other, 'peer-1-key.pem')));
+    const outcome = await deliver(attacker, { fromOrdinal: 1, payload: '{}' });
+    expect(grpc.status[outcome.code]).toBe('PERMISSION_DENIED');
+    expect(outcome.details).toContain('another-cluster');
+  });
+});
+
+/** One valid message of every type from `from` in `epoch`: what the fuzz loop breaks, one fault at a time. */
+function validMessages(from: number, epoch: number): Record<string, Record<string, unknown>> {
+  return {
+    append: { type: 'append', from, epoch, prevIndex: 0, prevEpoch: 0, entries: [], commitIndex: 0, sentAtMs: 12.5, requestDigest: false },
+    appendReply: {
+      type: 'appendReply', from, epoch, ok: true, matchIndex: 0, lastIndex: 0, lastEpoch: 0, incarnation: 1,
+      echoSentAtMs: 12.5, carriedEntries: false, snapshotting: false,
+    },
+    status: { type: 'status', from, epoch, lastIndex: 0, lastEpoch: 0, leaderOrdinal: null, replyWanted: false, sentAtMs: 3.25, askedAtMs: null },
+    join: { type: 'join', from, epoch, address: '127.0.0.1:1', emptyLog: true },
+    installSnapshot: { type: 'installSnapshot', from, epoch, leaderLastIndex: 0 },
+    leave: { type: 'leave', from, epoch },
+    handover: { type: 'handover', from, epoch },
+  };
+}
+
+describe('who may claim what', () => {
+  test('a member claiming another ordinal, in the envelope or in the message, is refused; so is FetchSnapshot for another', async () => {
+    const { leader } = await clusterView();
+    const holder = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const impersonated = ORDINALS.find((ordinal) => ordinal !== leader && ordinal !== holder)!;
+    const attacker = client(leader, certificates.clientCredentials(holder));
+    for (const message of Object.values(validMessages(impersonated, 0))) {
+      const inEnvelope = await deliver(attacker, { fromOrdinal: impersonated, payload: JSON.stringify(message) });
+      expect([message.type, grpc.status[inEnvelope.code]]).toEqual([message.type, 'PERMISSION_DENIED']);
+      expect(inEnvelope.details).toContain('from_ordinal');
+      // The message itself passes the schema (the check of `from` comes after it), and is refused for its sender.
+      const inMessage = await deliver(attacker, { fromOrdinal: holder, payload: JSON.stringify(message) });
+      expect([message.type, grpc.status[inMessage.code], inMessage.details]).toEqual([
+        message.type,
+        'PERMISSION_DENIED',
+        `from ${impersonated} is not the certificate's replica ${holder}`,
+      ]);
+    }
+    const snapshot = await fetchSnapshot(attacker, impersonated);
+    expect(grpc.status[snapshot.code]).toBe('PERMISSION_DENIED');
+    expect(snapshot.details).toContain('requester_ordinal');
+  });
+
+  test('FetchSnapshot is refused to a certificate of this cluster that is not a member; a member gets one', async () => {
+    const { leader } = await clusterView();
+    const outsider = client(leader, certificates.clientCredentials(7));
+    const refused = await fetchSnapshot(outsider, 7);
+    expect(grpc.status[refused.code]).toBe('PERMISSION_DENIED');
+    expect(refused.details).toContain('not a member');
+    const member = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const served = await fetchSnapshot(client(leader, certificates.clientCredentials(member)), member);
+    expect(grpc.status[served.code]).toBe('OK');
+  });
+
+  test('installSnapshot and append from a member that does not lead the current epoch are refused', async () => {
+    const { leader, epoch } = await clusterView();
+    const [target, impostor] = ORDINALS.filter((ordinal) => ordinal !== leader) as [number, number];
+    const attacker = client(target, certificates.clientCredentials(impostor));
+    for (const type of ['installSnapshot', 'append', 'handover']) {
+      const message = validMessages(impostor, epoch)[type]!;
+      const outcome = await deliver(attacker, { fromOrdinal: impostor, payload: JSON.stringify(message) });
+      expect([type, grpc.status[outcome.code]]).toEqual([type, 'PERMISSION_DENIED']);
+      expect(outcome.details).toContain(`replica ${leader} leads that epoch`);
+    }
+  });
+
+  test('a join whose address is a number gets a clear INVALID_ARGUMENT, from an outsider as from a member', async () => {
+    const { leader } = await clusterView();
+    for (const ordinal of [7, ORDINALS.find((candidate) => candidate !== leader)!]) {
+      const joiner = client(leader, certificates.clientCredentials(ordinal));
+      const message = { type: 'join', from: ordinal, epoch: 0, address: 12345, emptyLog: true };
+      const outcome = await deliver(joiner, { fromOrdinal: ordinal, payload: JSON.stringify(message) });
+      expect(grpc.status[outcome.code]).toBe('INVALID_ARGUMENT');
+      expect(outcome.details).toMatch(/^address: /);
+    }
+  });
+
+  test('an epoch beyond a safe integer is refused, in every type', async () => {
+    const { leader } = await clusterView();
+    const member = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const attacker = client(leader, certificates.clientCredentials(member));
+    for (const epoch of [2 ** 53, 1e308, -1, 1.5]) {
+      for (const message of Object.values(validMessages(member, 0))) {
+        const outcome = await deliver(attacker, { fromOrdinal: member, payload: JSON.stringify({ ...message, epoch }) });
+        expect([message.type, epoch, grpc.status[outcome.code]]).toEqual([message.type, epoch, 'INVALID_ARGUMENT']);
+        expect(outcome.details).toContain('epoch');
+      }
+    }
+  });
+});
+
+/** A small seeded generator, so that a failing run can be replayed with PEER_FUZZ_SEED. */
+function generator(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let value = Math.imul(state ^ (state >>> 15), 1 | state);
+    value ^= value + Math.imul(value ^ (value >>> 7), 61 | value);
+    return ((value ^ (value >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const BAD_INTEGERS = [-1, 1.5, 2 ** 53, 1e308, '7', null, true, {}, [], 'x'.repeat(5000)];
+/** Clock readings may be fractional, so 1.5 is not a fault there. */
+const BAD_CLOCKS = BAD_INTEGERS.filter((value) => value !== 1.5);
+const BAD_BOOLEANS = [null, 0, 1, 'true', {}, []];
+const BAD_ADDRESSES = [12345, null, '', 'no-port', `${'a'.repeat(300)}:1`, 'host:99999', 'host:0', ['h:1'], 'ho st:1', { host: 'h' }];
+const VALID_ENTRY = {
+  index: 1,
+  epoch: 0,
+  command: {
+    kind: 'sendMessage', requestId: 'r1', principal: 'session:0123456789abcdef0123456789abcdef', fingerprint: 'a'.repeat(64),
+    timestampMs: 1, messageId: '01234567-89ab-cdef-0123-456789abcdef', sender: 'mallory', recipient: 'alice', body: 'hi', instant: false,
+  },
+};
+const BAD_ENTRIES = [
+  null,
+  'entries',
+  {},
+  [{}],
+  [{ ...VALID_ENTRY, index: 2 }],
+  [{ ...VALID_ENTRY, epoch: Number.MAX_SAFE_INTEGER }],
+  [{ ...VALID_ENTRY, command: { ...VALID_ENTRY.command, kind: 'becomeAdmin' } }],
+  [{ ...VALID_ENTRY, command: { ...VALID_ENTRY.command, body: 5 } }],
+  [{ ...VALID_ENTRY, command: { ...VALID_ENTRY.command, sender: '../../etc' } }],
+  [{ ...VALID_ENTRY, command: { ...VALID_ENTRY.command, extra: 'field' } }],
+  [{ ...VALID_ENTRY, command: { ...VALID_ENTRY.command, body: 'x'.repeat(1024 * 1024 + 1) } }],
+  [{ ...VALID_ENTRY, configuration: { members: [{ ordinal: 7, address: 12345 }], inSync: [7] } }],
+  Array.from({ length: 513 }, (_, position) => ({ ...VALID_ENTRY, index: position + 1 })),
+];
+
+/** How to break each field: values its schema refuses. */
+function badValuesFor(field: string): readonly unknown[] {
+  if (field === 'type') return ['becomeLeader', '', 5, null];
+  if (field === 'address') return BAD_ADDRESSES;
+  if (field === 'entries') return BAD_ENTRIES;
+  if (['ok', 'requestDigest', 'replyWanted', 'carriedEntries', 'snapshotting', 'emptyLog'].includes(field)) return BAD_BOOLEANS;
+  if (field === 'leaderOrdinal') return BAD_INTEGERS.filter((value) => value !== null);
+  if (field === 'askedAtMs') return BAD_CLOCKS.filter((value) => value !== null);
+  if (['sentAtMs', 'echoSentAtMs'].includes(field)) return BAD_CLOCKS;
+  return BAD_INTEGERS;
+}
+
+describe('malformed input from an authenticated member', () => {
+  test(`${FUZZ_CALLS} malformed or oversized messages of every type are each refused with INVALID_ARGUMENT (seed ${FUZZ_SEED})`, async () => {
+    const { leader, epoch } = await clusterView();
+    const member = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const targets = ORDINALS.map((ordinal) => client(ordinal, certificates.clientCredentials(member === ordinal ? leader : member)));
+    const random = generator(FUZZ_SEED);
+    const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
+    const refusedTypes = new Set<string>();
+    for (let call = 0; call < FUZZ_CALLS; call += 1) {
+      const targetOrdinal = pick(ORDINALS);
+      const sender = targetOrdinal === member ? leader : member;
+      const base = validMessages(sender, epoch);
+      const type = pick(Object.keys(base));
+      const message: Record<string, unknown> = { ...base[type]! };
+      const fault = random();
+      let payload: string;
+      if (fault < 0.6) {
+        const field = pick(Object.keys(message).filter((key) => key !== 'from'));
+        message[field] = pick(badValuesFor(field));
+        payload = JSON.stringify(message);
+      } else if (fault < 0.7) {
+        delete message[pick(Object.keys(message).filter((key) => key !== 'type'))];
+        payload = JSON.stringify(message);
+      } else if (fault < 0.8) {
+        // An undeclared field: small ones are refused by the schema, large ones by the size limit first.
+        message[pick(['digestVerified', 'configuration', 'isLeader', 'padding'])] = random() < 0.5 ? true : 'p'.repeat(5000);
+        payload = JSON.stringify(message);
+      } else if (fault < 0.9) {
+        payload = pick(['', 'null', '[]', '"status"', '{', JSON.stringify(message).slice(0, -1), '\u0000\u0001', '1e999']);
+      } else {
+        // Oversized: every type but append is at most 4 KiB.
+        const types = Object.keys(base).filter((candidate) => candidate !== 'append');
+        const oversized = { ...base[pick(types)]!, padding: 'p'.repeat(4096 + Math.floor(random() * 100_000)) };
+        payload = JSON.stringify(oversized);
+      }
+      const outcome = await deliver(targets[targetOrdinal]!, { fromOrdinal: sender, payload });
+      if (outcome.code !== grpc.status.INVALID_ARGUMENT) {
+        throw new Error(`call ${call} (seed ${FUZZ_SEED}) to replica ${targetOrdinal} was not refused as malformed: ${grpc.status[outcome.code]} ${outcome.details}; payload ${payload.slice(0, 300)}`);
+      }
+      refusedTypes.add(type);
+    }
+    expect([...refusedTypes].sort()).toEqual(['append', 'appendReply', 'handover', 'installSnapshot', 'join', 'leave', 'status']);
+  }, 120_000);
+
+  test('an envelope whose client address is not host:port is refused', async () => {
+    const { leader } = await clusterView();
+    const member = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const attacker = client(leader, certificates.clientCredentials(member));
+    const message = validMessages(member, 0).status!;
+    for (const address of ['evil', `${'a'.repeat(300)}:443`, 'phish.example:99999']) {
+      const outcome = await deliver(attacker, { fromOrdinal: member, payload: JSON.stringify(message), fromClientAddress: address });
+      expect(grpc.status[outcome.code]).toBe('INVALID_ARGUMENT');
+      expect(outcome.details).toContain('from_client_address');
+    }
+  });
+});
+
+describe('afterwards', () => {
+  test('every replica still runs, a write commits, and once stopped all state digests are equal', async () => {
+    for (const server of servers) expect(server.process.exitCode).toBeNull();
+    const { leader } = await clusterView();
+    const raw = new RawChatClient(servers[leader]!.address);
+    try {
+      await raw.ok('CreateAccount', { requestId: 'after-fuzz-1', username: 'afterfuzz', password: 'after fuzz password' });
+    } finally {
+      raw.close();
+    }
+    // Stop followers first, so that the leader does not fail over while the others stop.
+    for (const ordinal of [...ORDINALS.filter((candidate) => candidate !== leader), leader]) {
+      expect(await servers[ordinal]!.stop()).toBe(0);
+    }
+    const digests = ORDINALS.map((ordinal) => {
+      const database = new Database(join(directory, `replica-${ordinal}`, 'replichat.sqlite'), { readonly: true, fileMustExist: true });
+      try {
+        const users = database.prepare('SELECT username FROM users').all() as { username: string }[];
+        expect(users.map((row) => row.username)).toEqual(['afterfuzz']);
+        return computeStateDigest(database);
+      } finally {
+        database.close();
+      }
+    });
+    expect(new Set(digests).size).toBe(1);
+  }, 60_000);
+});

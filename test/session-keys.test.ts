@@ -1,0 +1,128 @@
+/**
+ * Proves two secret-handling rules on a real server whose admin token comes from a file:
+ * - The session-signing key rotates through the RotateSessionKey admin RPC: a token signed by the old key
+ *   keeps working, a new login gets a token that names the new key, and a rotation with revoke_previous
+ *   ends every older token at once. Without the admin token the RPC is refused.
+ * - A password hash made with older scrypt parameters (written into the stopped replica's file, as an
+ *   account made before the upgrade would hold) still logs in, and that login replaces it, through the
+ *   log (an upgradePasswordHash command), with a hash of the current parameters.
+ */
+import * as grpc from '@grpc/grpc-js';
+import Database from 'better-sqlite3';
+import { randomBytes, scryptSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SCRYPT_PARAMETERS } from '../src/api/password-hashing.js';
+import { RawChatClient } from './support/grpc-client.js';
+import { type ServerProcess, startServer } from './support/processes.js';
+
+const ADMIN_TOKEN = 'session-keys-admin-token-0123';
+const PASSWORD = 'session keys password';
+
+let directory: string;
+let server: ServerProcess;
+let client: RawChatClient;
+
+async function start(): Promise<void> {
+  server = await startServer({
+    dataDirectory: join(directory, 'data'),
+    extraArguments: ['--admin-token-file', join(directory, 'admin-token')],
+  });
+  client = new RawChatClient(server.address);
+}
+
+async function stop(): Promise<void> {
+  client.close();
+  expect(await server.stop()).toBe(0);
+}
+
+let loginCounter = 0;
+async function login(username: string): Promise<string> {
+  const answer = await client.ok('Login', { requestId: `login-${username}-${++loginCounter}`, username, password: PASSWORD });
+  return answer.sessionToken as string;
+}
+
+async function works(token: string): Promise<boolean> {
+  const outcome = await client.call('ListAccounts', { pattern: '*' }, token);
+  if (outcome.code !== grpc.status.OK && outcome.code !== grpc.status.UNAUTHENTICATED) {
+    throw new Error(`unexpected ${grpc.status[outcome.code]}: ${outcome.details}`);
+  }
+  return outcome.code === grpc.status.OK;
+}
+
+beforeAll(async () => {
+  directory = mkdtempSync(join(tmpdir(), 'replichat-session-keys-'));
+  writeFileSync(join(directory, 'admin-token'), ADMIN_TOKEN, { mode: 0o600 });
+  await start();
+  await client.ok('CreateAccount', { requestId: 'create-alice', username: 'alice', password: PASSWORD });
+}, 60_000);
+
+afterAll(async () => {
+  client.close();
+  await server.stop();
+  rmSync(directory, { recursive: true, force: true });
+});
+
+test('rotation keeps old tokens working, signs new ones with the new key, and revocation ends the old ones', async () => {
+  const before = await login('alice');
+  expect(before.split('.')).toHaveLength(2);
+  expect(await works(before)).toBe(true);
+
+  const refused = await client.call('RotateSessionKey', { requestId: 'rotate-no-token' }, 'not-the-admin-token');
+  expect(grpc.status[refused.code]).toBe('PERMISSION_DENIED');
+
+  const rotated = await client.ok('RotateSessionKey', { requestId: 'rotate-1' }, ADMIN_TOKEN);
+  expect(rotated.keyId).toBe(1);
+  expect(await works(before)).toBe(true);
+  const afterRotation = await login('alice');
+  expect(afterRotation.split('.')[1]).toBe('1');
+  expect(await works(afterRotation)).toBe(true);
+  // A retried rotation answers the first result instead of rotating twice.
+  expect((await client.ok('RotateSessionKey', { requestId: 'rotate-1' }, ADMIN_TOKEN)).keyId).toBe(1);
+
+  const revoked = await client.ok('RotateSessionKey', { requestId: 'rotate-2', revokePrevious: true }, ADMIN_TOKEN);
+  expect(revoked.keyId).toBe(2);
+  expect(await works(before)).toBe(false);
+  expect(await works(afterRotation)).toBe(false);
+  const afterRevocation = await login('alice');
+  expect(afterRevocation.split('.')[1]).toBe('2');
+  expect(await works(afterRevocation)).toBe(true);
+}, 60_000);
+
+test('a hash with older scrypt parameters logs in once, and that login upgrades it through the log', async () => {
+  await client.ok('CreateAccount', { requestId: 'create-olduser', username: 'olduser', password: PASSWORD });
+  await stop();
+  const databasePath = join(directory, 'data', 'replichat.sqlite');
+  const salt = randomBytes(16);
+  const oldKey = scryptSync(PASSWORD.normalize('NFC'), salt, 32, { N: 16384, r: 8, p: 1 });
+  const oldHash = ['scrypt', 16384, 8, 1, salt.toString('base64'), oldKey.toString('base64')].join('$');
+  const writable = new Database(databasePath);
+  try {
+    writable.prepare("UPDATE users SET password_hash = ? WHERE username = 'olduser'").run(oldHash);
+  } finally {
+    writable.close();
+  }
+
+  await start();
+  await login('olduser');
+  await stop();
+
+  const database = new Database(databasePath, { readonly: true, fileMustExist: true });
+  try {
+    const { password_hash: stored } = database.prepare("SELECT password_hash FROM users WHERE username = 'olduser'").get() as {
+      password_hash: string;
+    };
+    expect(stored).not.toBe(oldHash);
+    expect(stored.split('$').slice(0, 4)).toEqual(['scrypt', String(SCRYPT_PARAMETERS.cost), '8', '1']);
+    const logged = database.prepare("SELECT command FROM command_log WHERE command LIKE '%upgradePasswordHash%'").all() as {
+      command: string;
+    }[];
+    expect(logged.map((row) => JSON.parse(row.command).passwordHash)).toEqual([stored]);
+  } finally {
+    database.close();
+  }
+  await start();
+  // The new hash works for the next login too.
+  expect((await login('olduser')).length).toBeGreaterThan(0);
+}, 90_000);

@@ -1,0 +1,338 @@
+/**
+ * Scripted schedules over the real driver, one per failure of issue 7's list (A-E, re-admission
+ * starvation, hiccup-then-crash, clock step). Each drives the harness's cluster through the faults that
+ * broke the old protocol, lets the checker watch every event, and ends with the same end-of-run checks as a
+ * random run (invariant 6 with the crashed replicas left down, bounded re-admission, the converged state).
+ * Each also returns what it observed, so that its test can show the schedule really reached the situation
+ * it is about (a scenario whose fault never struck proves nothing).
+ */
+import { SIMULATION_TIMINGS } from './driver-adapter.js';
+import { Harness } from './harness.js';
+import type { ClusterRecord } from '../../src/core/replication/cluster-record.js';
+import type { StorageFault } from './simulated-cluster.js';
+
+/** Every scenario runs with clocks at their exact rate unless it is about clocks. */
+const exactClocks = (): number => 1;
+
+export interface ScenarioReport {
+  readonly harness: Harness;
+  /** Scenario-specific observations, asserted by the test. */
+  readonly observed: Record<string, number | boolean | string | undefined>;
+}
+
+function othersThan(harness: Harness, ordinal: number): number[] {
+  return harness.cluster.replicas.map((slot) => slot.ordinal).filter((other) => other !== ordinal);
+}
+
+function isTakeover(record: ClusterRecord, byOrdinal: number, current: ClusterRecord | undefined): boolean {
+  return record.leader === byOrdinal && (current === undefined || record.epoch > current.epoch);
+}
+
+async function finish(harness: Harness, options: { leftDown?: readonly number[] } = {}): Promise<void> {
+  harness.healFaults();
+  if ((options.leftDown ?? []).length > 0) await harness.checkWritesAgain();
+  harness.assertNoViolations();
+  await harness.checkReadmission();
+  await harness.cluster.runFor(300);
+  await harness.checkConverged();
+}
+
+/** Runs `scenario` on a fresh harness and disposes of it; the report is returned for the test's assertions. */
+export async function runScenario(
+  name: string,
+  scenario: (harness: Harness) => Promise<Record<string, number | boolean | string | undefined>>,
+  options: { seed?: number; thinkTimeMs?: number; reads?: boolean; clockRate?: (ordinal: number, run: number) => number } = {},
+): Promise<ScenarioReport> {
+  const harness = new Harness({
+    seed: options.seed ?? 7,
+    name,
+    clockRate: options.clockRate ?? exactClocks,
+    workload: { thinkTimeMs: options.thinkTimeMs ?? 60, reads: options.reads ?? true },
+  });
+  try {
+    await harness.bootstrap();
+    const observed = await scenario(harness);
+    harness.assertNoViolations();
+    if (process.env.SIMULATION_REPORT !== undefined) {
+      process.stdout.write(`${name}: ${JSON.stringify(observed)} ${JSON.stringify(harness.summary())}\n`);
+    }
+    return { harness, observed };
+  } finally {
+    await harness.dispose();
+  }
+}
+
+/**
+ * A. Two pauses. The leader stops for a second; a follower wins the takeover swap and is paused before it
+ * hears the answer (`afterSwap`), or is paused between deciding and sending the swap, so that the swap
+ * arrives seconds later (`beforeSwap`). The old leader resumes and goes on with the third replica. Under
+ * the old protocol the follower had elected itself on its lease, the old leader removed it after 1.1 s of
+ * silence and acknowledged writes with the third, and the follower's late epoch then wiped them out.
+ */
+export function scenarioTwoPauses(variant: 'afterSwap' | 'beforeSwap') {
+  return async (harness: Harness) => {
+    const { cluster, workload } = harness;
+    workload.start();
+    await cluster.runFor(1000);
+    const leader = cluster.recordedLeader()!;
+    let pausedCandidate: number | undefined;
+    const candidatePauseMs = 2500;
+    if (variant === 'afterSwap') {
+      cluster.store.onSwapApplied = (byOrdinal, outcome) => {
+        if (pausedCandidate !== undefined || byOrdinal === leader || !outcome.swapped) return;
+        if (outcome.current.record.leader !== byOrdinal) return;
+        pausedCandidate = byOrdinal;
+        cluster.pause(byOrdinal);
+        cluster.scheduler.schedule(candidatePauseMs, 'resume the candidate', () => cluster.resume(byOrdinal));
+      };
+    } else {
+      cluster.store.onSwapIssued = (byOrdinal, record) => {
+        if (pausedCandidate !== undefined || byOrdinal === leader) return;
+        if (!isTakeover(record, byOrdinal, cluster.store.peek()?.record)) return;
+        pausedCandidate = byOrdinal;
+        cluster.pause(byOrdinal);
+        cluster.scheduler.schedule(candidatePauseMs, 'resume the candidate', () => cluster.resume(byOrdinal));
+        return 'hold';
+      };
+    }
+    const acknowledgedBefore = harness.checker.counters.acknowledgements;
+    cluster.pause(leader);
+    await cluster.runUntil(() => pausedCandidate !== undefined, 5000);
+    await cluster.runFor(200);
+    cluster.resume(leader);
+    await cluster.runFor(candidatePauseMs + 1500);
+    const acknowledgedDuring = harness.checker.counters.acknowledgements - acknowledgedBefore;
+    await finish(harness);
+    return { leader, pausedCandidate, acknowledgedDuring };
+  };
+}
+
+/**
+ * B. A restarted follower must not inherit anything from its previous run. A follower crashes and stays
+ * down long enough to be dropped from the in-sync set, while writes go on; it restarts (its clock starts
+ * again near 0) at the moment the leader is paused, and the third replica then crashes. Under the old
+ * protocol the restarted follower accepted the leader's echo of its previous run's larger clock reading as
+ * a lease, and led without the writes acknowledged while it was down.
+ */
+export async function scenarioRestartedFollower(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const [follower, third] = othersThan(harness, leader) as [number, number];
+  cluster.crash(follower, 'crash the follower');
+  const acknowledgedBefore = harness.checker.counters.acknowledgements;
+  const dropped = await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
+  await cluster.runFor(1500);
+  const acknowledgedWithoutFollower = harness.checker.counters.acknowledgements - acknowledgedBefore;
+  cluster.start(follower);
+  cluster.pause(leader);
+  await cluster.runFor(100);
+  cluster.crash(third, 'crash the third replica');
+  await cluster.runFor(3000);
+  const followerLed = harness.checker.counters.leadershipsChecked;
+  cluster.resume(leader);
+  await cluster.runFor(500);
+  await finish(harness, { leftDown: [third] });
+  return { leader, follower, dropped, acknowledgedWithoutFollower, followerLed };
+}
+
+/**
+ * C. A follower's disk fills up: from some write on, every write of entries fails. The driver must end
+ * that replica (fail-stop) rather than answer as if the entries were stored; the others go on, and nothing
+ * acknowledged may rely on the failed replica. Under the old driver grpc-js swallowed the error and the
+ * leader counted the follower, acknowledging 40 of 40 writes the follower's disk never held. The leader's
+ * disk then fails the same way.
+ */
+export async function scenarioFailedDiskWrite(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(500);
+  const leader = cluster.recordedLeader()!;
+  const [follower] = othersThan(harness, leader) as [number, number];
+  const followerFault: StorageFault = { effect: 'fail', kind: 'entries', skip: 3, sticky: true };
+  cluster.replica(follower).storageFault = followerFault;
+  await cluster.runFor(2000);
+  const followerDown = !cluster.replica(follower).up;
+  const acknowledgedAfterFollowerFault = harness.checker.counters.acknowledgements;
+  cluster.replica(follower).storageFault = undefined;
+  cluster.start(follower);
+  await cluster.runUntil(() => cluster.recordedInSync().length === cluster.replicas.length, 5000);
+  const secondLeader = cluster.recordedLeader()!;
+  const leaderFault: StorageFault = { effect: 'fail', kind: 'entries', skip: 2, sticky: true };
+  cluster.replica(secondLeader).storageFault = leaderFault;
+  await cluster.runFor(2000);
+  const leaderDown = !cluster.replica(secondLeader).up;
+  cluster.replica(secondLeader).storageFault = undefined;
+  await finish(harness, { leftDown: [secondLeader] });
+  return {
+    follower,
+    followerFaultStruck: followerFault.struck ?? 0,
+    followerDown,
+    leaderFaultStruck: leaderFault.struck ?? 0,
+    leaderDown,
+    acknowledgedAfterFollowerFault,
+    fatalCrashes: cluster.counters.fatalCrashes,
+  };
+}
+
+/**
+ * D. The read barrier must judge authority at the time of the read. The leader is stopped for 3 s while
+ * the others cannot reach it; another replica takes over and acknowledges writes. The leader resumes, still
+ * hearing nothing from the others, and is asked for a read at once. The read must show every write
+ * acknowledged before it was asked, or be refused. The old barrier looked at the lease as of the last
+ * input, from before the stop, and served a read that missed the new leader's writes.
+ */
+export async function scenarioStaleRead(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const others = othersThan(harness, leader);
+  cluster.network.partition(others, [leader], 'a-to-b');
+  cluster.pause(leader);
+  const acknowledgedBefore = workload.acknowledged.size;
+  await cluster.runFor(3000);
+  const acknowledgedByOthers = [...workload.acknowledged.values()].filter((write) => write.ordinal !== leader).length;
+  cluster.resume(leader);
+  let settled = 0;
+  let answered = 0;
+  for (const name of workload.clientNames().slice(0, 2)) {
+    void workload.readHistoryAs(name, leader).then((ok) => {
+      settled += 1;
+      if (ok) answered += 1;
+    });
+  }
+  await cluster.runUntil(() => settled === 2, 3000);
+  await cluster.runFor(500);
+  await finish(harness);
+  return {
+    leader,
+    acknowledgedDuringPause: workload.acknowledged.size - acknowledgedBefore,
+    acknowledgedByOthers,
+    readsSettled: settled,
+    readsAnswered: answered,
+  };
+}
+
+/**
+ * E. A subscription's replay must show committed messages only. The leader's messages to the followers are
+ * cut, so a message it accepts is applied but never committed; the recipient subscribes there with
+ * include_queued; then the leader crashes, and the sender's retry lands on the new leader. Under the old
+ * code the replay showed the uncommitted message, which vanished in the failover, and the retry then
+ * created a second message id: the checker sees a shown message the converged state does not hold.
+ */
+export async function scenarioUncommittedReplay(harness: Harness) {
+  const { cluster, workload } = harness;
+  await cluster.runFor(300);
+  const leader = cluster.recordedLeader()!;
+  const others = othersThan(harness, leader);
+  const [sender, , recipient] = workload.clientNames() as [string, string, string];
+  const recipientUser = recipient.split('/')[0]!;
+  cluster.network.partition([leader], others, 'a-to-b');
+  const commitBefore = cluster.replica(leader).status()!.commitIndex;
+  let senderAcknowledged: boolean | undefined;
+  void workload.sendAs(sender, leader, recipientUser).then((answer) => {
+    senderAcknowledged = answer.ok;
+  });
+  await cluster.runFor(50);
+  const leaderStatus = cluster.replica(leader).status()!;
+  const appliedUncommitted = leaderStatus.lastIndex > Math.max(commitBefore, leaderStatus.commitIndex);
+  workload.subscribeAs(recipient, leader, true);
+  await cluster.runFor(50);
+  const replayed = workload.shown.filter((shown) => shown.how === 'replay').length;
+  cluster.crash(leader, 'crash the leader holding an uncommitted message');
+  cluster.network.heal();
+  await cluster.runUntil(() => senderAcknowledged !== undefined, 20_000);
+  await finish(harness, { leftDown: [leader] });
+  return { leader, appliedUncommitted, replayed, senderAcknowledged };
+}
+
+/**
+ * Re-admission under a continuous write stream. A follower restarts while clients write about 300 times a
+ * second; it must be back in the recorded in-sync set within `boundMs` of its start. The old leader asked
+ * for the digest only when nothing was in flight and the follower was exactly at its last index, which
+ * never happens under load, and a follower stayed out for good.
+ */
+export function scenarioReadmissionUnderLoad(boundMs: number) {
+  return async (harness: Harness) => {
+    const { cluster, workload } = harness;
+    workload.start();
+    await cluster.runFor(1000);
+    const leader = cluster.recordedLeader()!;
+    const [follower] = othersThan(harness, leader) as [number];
+    cluster.crash(follower, 'crash the follower');
+    await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
+    await cluster.runFor(500);
+    const acknowledgedBefore = workload.acknowledged.size;
+    const restartedAtMs = cluster.nowMs;
+    cluster.start(follower);
+    const back = await cluster.runUntil(() => cluster.recordedInSync().includes(follower), 10_000);
+    const readmittedAfterMs = back ? cluster.nowMs - restartedAtMs : undefined;
+    const writesPerSecond = ((workload.acknowledged.size - acknowledgedBefore) * 1000) / (cluster.nowMs - restartedAtMs);
+    if (readmittedAfterMs === undefined || readmittedAfterMs > boundMs) {
+      harness.fail(`replica ${follower} was not back in the in-sync set within ${boundMs} ms of its restart under ${writesPerSecond.toFixed(0)} writes/s`);
+    }
+    await finish(harness);
+    return { follower, readmittedAfterMs, writesPerSecond };
+  };
+}
+
+/**
+ * Hiccup, then crash. One follower goes silent (its replies are lost) and, well inside that silence, the
+ * leader crashes and stays down. The healthy follower must take over and writes must be acknowledged again
+ * (invariant 6 with the crashed leader left down). Under the old protocol no healthy follower had a lease
+ * any more (the leader stopped renewing every lease while one follower was silent), so nobody could lead
+ * until the crashed replica returned.
+ */
+export async function scenarioHiccupThenCrash(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const [healthy, silent] = othersThan(harness, leader) as [number, number];
+  cluster.network.partition([silent], [leader], 'a-to-b');
+  // Inside the silence, before the leader gives up on the silent follower: both followers are still in the
+  // recorded in-sync set when the leader dies.
+  await cluster.runFor(SIMULATION_TIMINGS.inSyncTimeoutMs * 0.6);
+  const inSyncAtCrash = [...cluster.recordedInSync()];
+  cluster.crash(leader, 'crash the leader during the hiccup');
+  const acknowledgedBefore = harness.checker.counters.acknowledgements;
+  const crashedAtMs = cluster.nowMs;
+  cluster.scheduler.schedule(SIMULATION_TIMINGS.inSyncTimeoutMs, 'the hiccup ends', () => cluster.network.heal());
+  const again = await cluster.runUntil(() => harness.checker.counters.acknowledgements > acknowledgedBefore, 5000);
+  const writesAgainAfterMs = again ? cluster.nowMs - crashedAtMs : undefined;
+  await cluster.runFor(SIMULATION_TIMINGS.inSyncTimeoutMs);
+  await finish(harness, { leftDown: [leader] });
+  return { leader, healthy, silent, writesAgainAfterMs, silentInSyncAtCrash: inSyncAtCrash.includes(silent) };
+}
+
+/**
+ * A backward step of the wall clock across a restart. A follower restarts twice, each time with its
+ * machine's wall clock an hour further back; it must be re-admitted each time. The old leader told runs
+ * apart by the wall clock at start and ignored replies from a run that looked older than one it had seen.
+ */
+export async function scenarioClockStep(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const [follower] = othersThan(harness, leader) as [number];
+  const readmissionTimes: number[] = [];
+  for (let restart = 0; restart < 2; restart += 1) {
+    cluster.crash(follower, 'crash the follower');
+    const dropped = await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
+    if (!dropped) harness.fail(`replica ${follower} was never dropped from the in-sync set after its crash`);
+    await cluster.runFor(200);
+    cluster.replica(follower).wallClockStepMs -= 3_600_000;
+    const restartedAtMs = cluster.nowMs;
+    cluster.start(follower);
+    await cluster.runFor(50);
+    const back = await cluster.runUntil(() => cluster.recordedInSync().includes(follower) && cluster.replica(follower).status()?.lastIndex === cluster.servingLeader()?.status()?.lastIndex, 5000);
+    if (!back) harness.fail(`replica ${follower} was not re-admitted within 5 s of restart ${restart + 1} with its wall clock stepped back`);
+    readmissionTimes.push(cluster.nowMs - restartedAtMs);
+    await cluster.runFor(500);
+  }
+  await finish(harness);
+  return { follower, firstReadmissionMs: readmissionTimes[0], secondReadmissionMs: readmissionTimes[1] };
+}
