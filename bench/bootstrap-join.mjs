@@ -1,13 +1,17 @@
 // Measures how long a new, empty replica takes to join a replica that already holds N messages: from the
 // joiner's start until the leader reports it in sync (it bootstraps from a snapshot, then catches up), with
-// the joiner's peak memory and the database's size. Real processes on loopback, plaintext, free ports.
+// the joiner's peak memory and the database's size. Real processes on loopback, plaintext clients, mutual
+// TLS between peers, an etcd of its own as the configuration store (bench/support/server-flags.mjs), free
+// ports.
 //
 //   npm run build && node bench/bootstrap-join.mjs [messages=100000] [bodyBytes=100]
 //
 // Replica 0's database is built offline (it would take far too long to send N messages): initializeCluster,
 // a configuration entry (members 0 and 1, in-sync set {0}), accounts alice and bob, then N messages from alice
-// to bob, all in epoch 1024 (counter 1, ordinal 0) and in one transaction, as the protocol would have logged
-// them. Replica 0 then starts, elects itself (it is the whole in-sync set), and replica 1 starts empty.
+// to bob, all in epoch 1 and in one transaction, as the protocol would have logged them. It is marked
+// restored_from_backup, as `replichat restore` marks a backup, so that replica 0, finding no record in the
+// configuration store, creates the cluster on it (leader of epoch 2, alone in the in-sync set); replica 1
+// then starts empty.
 //
 // Prints one JSON line: {messages, databaseBytes, bootstrapSeconds, joinerPeakRssMegabytes, ...}, where
 // databaseBytes is the seeded file, bootstrapSeconds runs from spawning replica 1 until the leader's
@@ -20,6 +24,7 @@
 // BENCH_KEEP=1 keeps the data directory and the replicas' logs (replica-i.log) for reading afterwards.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,6 +33,7 @@ import { performance } from 'node:perf_hooks';
 import { hashPassword } from '../dist/api/password-hashing.js';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
 import { ReplicaStore } from '../dist/storage/replica-store.js';
+import { startBenchSetup } from './support/server-flags.mjs';
 
 const messages = Number(process.argv[2] ?? 100_000);
 const bodyBytes = Number(process.argv[3] ?? 100);
@@ -36,7 +42,7 @@ if (!Number.isSafeInteger(messages) || messages < 1 || !Number.isSafeInteger(bod
   process.exit(2);
 }
 const CLI_PATH = new URL('../dist/cli/main.js', import.meta.url).pathname;
-const EPOCH = 1 * 1024 + 0;
+const EPOCH = 1;
 /** How long either phase may take before the benchmark gives up: a large database takes minutes. */
 const PHASE_TIMEOUT_MS = 30 * 60 * 1000;
 /** How long the joiner may hold the leader's whole log without being taken in sync before it counts as stalled. */
@@ -59,6 +65,9 @@ function log(text) {
   process.stderr.write(`[bootstrap-join] ${text}\n`);
 }
 
+/** A fingerprint as the peer port checks it: 64 hex digits (the API's is a SHA-256 of the arguments). */
+const fingerprint = (text) => createHash('sha256').update(text).digest('hex');
+
 /** Builds replica 0's database; see the comment at the top. */
 async function seed(path, members) {
   const hashes = { alice: await hashPassword(ALICE_PASSWORD), bob: await hashPassword('password-for-bob') };
@@ -74,16 +83,17 @@ async function seed(path, members) {
       for (const username of ['alice', 'bob']) {
         store.appendAndApply(EPOCH, {
           kind: 'createAccount', requestId: `seed-account-${username}`, principal: `user:${username}`,
-          fingerprint: `seed-account-${username}`, timestampMs: next(), username, passwordHash: hashes[username],
+          fingerprint: fingerprint(`seed-account-${username}`), timestampMs: next(), username, passwordHash: hashes[username],
         });
       }
       for (let n = 0; n < messages; n += 1) {
         store.appendAndApply(EPOCH, {
           kind: 'sendMessage', requestId: `seed-message-${n}`, principal: `session:${'0'.repeat(32)}`,
-          fingerprint: `seed-message-${n}`, timestampMs: next(), messageId: `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`,
+          fingerprint: fingerprint(`seed-message-${n}`), timestampMs: next(), messageId: `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`,
           sender: 'alice', recipient: 'bob', body: `${n} ${body}`.slice(0, bodyBytes), instant: false,
         });
       }
+      store.database.prepare("INSERT INTO local_metadata (key, value) VALUES ('restored_from_backup', '1')").run();
     })();
   } finally {
     store.close();
@@ -97,7 +107,7 @@ function startReplica(ordinal, ports, directory) {
     CLI_PATH, 'server', '--ordinal', String(ordinal), '--peers', peers,
     '--data-dir', join(directory, `replica-${ordinal}`),
     '--listen', `127.0.0.1:${ports[ordinal].client}`, '--peer-listen', `127.0.0.1:${ports[ordinal].peer}`,
-    '--metrics-listen', '127.0.0.1:0', '--insecure',
+    '--metrics-listen', '127.0.0.1:0', '--insecure', ...setup.serverFlags(ordinal),
   ], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = [];
   let buffered = '';
@@ -161,6 +171,7 @@ function peakRssMegabytes(pid) {
 }
 
 const directory = mkdtempSync(join(tmpdir(), 'replichat-bootstrap-'));
+const setup = await startBenchSetup(directory, 2);
 const replicas = [];
 const clients = [];
 // Interrupted, the benchmark stops its replicas rather than leaving them running.
@@ -193,7 +204,17 @@ try {
   const leaderClient = new Client(`127.0.0.1:${ports[0].client}`, grpc.credentials.createInsecure());
   clients.push(leaderClient);
   const leaderStartedAtMs = performance.now();
-  await pollUntil('replica 0 leads', async () => (await replicaStatus(leaderClient))?.role === 'leader');
+  try {
+    await pollUntil('replica 0 leads', async () => (await replicaStatus(leaderClient))?.role === 'leader');
+  } catch (error) {
+    // Today a replica that creates the cluster from a restored database appends a second initializeCluster
+    // entry, which the state machine refuses, and exits with 70; its next start leads normally. Until that
+    // is fixed, start it once more (this happens before the measured join).
+    if (replicas[0].child.exitCode !== 70) throw error;
+    log('replica 0 exited with 70 while creating the cluster from its restored database; starting it again');
+    replicas[0] = startReplica(0, ports, directory);
+    await pollUntil('replica 0 leads', async () => (await replicaStatus(leaderClient))?.role === 'leader');
+  }
   const leaderSeconds = (performance.now() - leaderStartedAtMs) / 1000;
   log(`replica 0 leads ${leaderSeconds.toFixed(1)} s after its start`);
 
@@ -256,6 +277,7 @@ try {
   for (const client of clients) client.close();
   for (const replica of replicas) if (replica.child.exitCode === null) replica.child.kill('SIGTERM');
   await Promise.all(replicas.map((replica) => replica.exited));
+  await setup.stop();
   if (process.env.BENCH_KEEP === '1') log(`kept ${directory}`);
   else rmSync(directory, { recursive: true, force: true });
 }

@@ -12,7 +12,7 @@
 // Bodies are random base64 text, so that nothing could be gained from their content. The log keeps its
 // newest --log-retention-entries (default 100,000) entries, so for N below that every send is in the log.
 import Database from 'better-sqlite3';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,7 +49,8 @@ try {
   const sent = await runClosedLoop({
     concurrency: CONCURRENCY,
     count: messages,
-    sendOne: (n) => cluster.call('SendMessage', { requestId: `disk-${n}`, recipient: 'bob', body: body() }, token),
+    // Request ids are UUIDs, as the CLI makes them.
+    sendOne: () => cluster.call('SendMessage', { requestId: randomUUID(), recipient: 'bob', body: body() }, token),
   });
   await cluster.stop();
   if (sent.acknowledged !== messages) throw new Error(`only ${sent.acknowledged} of ${messages} sends succeeded: ${JSON.stringify(sent.errorCodes)}`);

@@ -3,13 +3,15 @@
 // SIGKILL, and the time from the kill to the first write acknowledged after it. The killed replica is
 // restarted and the next round waits until all three are in sync again.
 // `node bench/failover.mjs [rounds]` (default 20), after `npm run build`. Prints each round and a JSON
-// summary with the median and the worst.
+// summary with the median and the worst. The replicas use an etcd of their own as the configuration store
+// and mutual TLS on the peer port (bench/support/server-flags.mjs).
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
+import { startBenchSetup } from './support/server-flags.mjs';
 
 const rounds = Number(process.argv[2] ?? 20);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-failover-'));
@@ -17,13 +19,14 @@ const basePort = 42000 + Math.floor(Math.random() * 2000) * 10;
 const clientAddress = (i) => `127.0.0.1:${basePort + 10 * i + 1}`;
 const peers = [0, 1, 2].map((i) => `${i}=127.0.0.1:${basePort + 10 * i + 2}`).join(',');
 const processes = new Map();
+const setup = await startBenchSetup(directory);
 
 function start(i) {
   const child = spawn(process.execPath, [
     'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
     '--data-dir', join(directory, `replica-${i}`), '--listen', clientAddress(i),
     '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',
-    '--log-level', 'warn',
+    '--log-level', 'warn', ...setup.serverFlags(i),
   ], { stdio: 'ignore' });
   processes.set(i, child);
   return child;
@@ -77,9 +80,10 @@ try {
   for (const i of [0, 1, 2]) start(i);
   await allInSync();
   const leaderIndex = (await statuses()).findIndex((status) => status?.role === 'leader');
-  await call(leaderIndex, 'CreateAccount', { requestId: 'a', username: 'alice', password: 'password1' });
-  await call(leaderIndex, 'CreateAccount', { requestId: 'b', username: 'bob', password: 'password1' });
-  const { sessionToken } = await call(leaderIndex, 'Login', { requestId: 'l', username: 'alice', password: 'password1' });
+  // scrypt on a loaded machine can take longer than the 1 s a write in the measurement gets.
+  await call(leaderIndex, 'CreateAccount', { requestId: 'a', username: 'alice', password: 'password1' }, undefined, 10_000);
+  await call(leaderIndex, 'CreateAccount', { requestId: 'b', username: 'bob', password: 'password1' }, undefined, 10_000);
+  const { sessionToken } = await call(leaderIndex, 'Login', { requestId: 'l', username: 'alice', password: 'password1' }, undefined, 10_000);
   let sequence = 0;
   for (let round = 1; round <= rounds; round += 1) {
     const leader = await allInSync();
@@ -100,5 +104,6 @@ try {
   for (const client of clients) client.close();
   for (const child of processes.values()) if (child.exitCode === null) child.kill('SIGTERM');
   await Promise.all([...processes.values()].map((child) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((resolve) => child.once('exit', resolve)))));
+  await setup.stop();
   rmSync(directory, { recursive: true, force: true });
 }

@@ -1,5 +1,7 @@
 // Measures acknowledged writes per second and latency of SendMessage on a local cluster of real
-// processes on loopback (plaintext): `node bench/write-throughput.mjs [replicas] [concurrency] [messages]`.
+// processes on loopback (plaintext clients; mutual TLS between peers; an etcd of its own as the
+// configuration store, bench/support/server-flags.mjs):
+// `node bench/write-throughput.mjs [replicas] [concurrency] [messages]`.
 // Run `npm run build` first. Prints one JSON line with the median and p99 latency and the throughput.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
@@ -7,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
+import { startBenchSetup } from './support/server-flags.mjs';
 
 const replicas = Number(process.argv[2] ?? 3);
 const concurrency = Number(process.argv[3] ?? 64);
@@ -14,6 +17,7 @@ const messages = Number(process.argv[4] ?? 5000);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-bench-'));
 const basePort = 41000 + Math.floor(Math.random() * 2000) * 10;
 const peers = Array.from({ length: replicas }, (_, i) => `${i}=127.0.0.1:${basePort + 10 * i + 2}`).join(',');
+const setup = await startBenchSetup(directory, replicas);
 const processes = [];
 for (let i = 0; i < replicas; i += 1) {
   processes.push(
@@ -21,7 +25,7 @@ for (let i = 0; i < replicas; i += 1) {
       'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
       '--data-dir', join(directory, `replica-${i}`), '--listen', `127.0.0.1:${basePort + 10 * i + 1}`,
       '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',
-      '--log-level', 'warn',
+      '--log-level', 'warn', ...setup.serverFlags(i),
     ], { stdio: 'ignore' }),
   );
 }
@@ -72,5 +76,6 @@ try {
   client.close();
   for (const child of processes) child.kill('SIGINT');
   await Promise.all(processes.map((child) => new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)))));
+  await setup.stop();
   rmSync(directory, { recursive: true, force: true });
 }

@@ -2,7 +2,7 @@
 # A local cluster on loopback, with TLS from a throwaway CA (scripts/make-dev-certs.sh).
 #   npm run cluster:local                     # start every replica; Ctrl-C stops them all
 #   bash scripts/local-cluster.sh restart 1   # from another terminal: stop replica 1 and start it again
-#   bash scripts/local-cluster.sh stop 1      # stop one replica (SIGTERM); `stop` alone stops them all
+#   bash scripts/local-cluster.sh stop 1      # stop one replica (SIGTERM); `stop` alone stops them all (and etcd)
 #   bash scripts/local-cluster.sh start 1     # start one stopped replica, in the background
 #   REPLICAS=5 npm run cluster:local          # another size
 #   REPLICHAT_ADMIN_TOKEN=... npm run cluster:local   # enables `replichat member remove` and `backup`
@@ -10,8 +10,9 @@
 # METRICS_BASE_PORT move them). Data, logs (appended, never truncated) and pid files in .local-cluster/
 # (CLUSTER_DIR). A replica whose data directory is in use by a running process is never started twice:
 # each replica holds a lock (flock on replica-N.lock) for as long as it runs, even if this script dies.
-# Every REPLICHAT_* variable of the environment reaches the servers (each server flag has such a twin),
-# for example REPLICHAT_CONFIGURATION_STORE and REPLICHAT_ETCD_ENDPOINTS.
+# The configuration store is a local etcd (Debian's etcd-server) on 127.0.0.1:BASE_PORT-2, started with the
+# cluster and kept in $root/etcd, unless REPLICHAT_ETCD_ENDPOINTS names another one. Every REPLICHAT_*
+# variable of the environment reaches the servers (each server flag has such a twin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 replicas=${REPLICAS:-3}
@@ -36,6 +37,46 @@ for ((i = 0; i < replicas; i++)); do
   peers+="${peers:+,}$i=127.0.0.1:$((base_port + 1 + 10 * i))"
   servers+="${servers:+,}127.0.0.1:$((base_port + 10 * i))"
 done
+
+etcd_port=$((base_port - 2))
+if [ -z "${REPLICHAT_ETCD_ENDPOINTS:-}" ]; then
+  own_etcd=1
+  export REPLICHAT_ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port
+else
+  own_etcd=0
+fi
+
+# The local etcd, started once in the background; later starts find it running.
+start_etcd() {
+  [ "$own_etcd" = 1 ] || return 0
+  local pid_file="$root/etcd.pid"
+  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then return 0; fi
+  (
+    exec 9>"$root/etcd.lock"
+    flock -n 9 || { echo "etcd: $root/etcd is in use" >&2; exit 75; }
+    exec etcd --name local-cluster --data-dir "$root/etcd" \
+      --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+      --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+      --initial-cluster "local-cluster=http://127.0.0.1:$((etcd_port + 1))"
+  ) >>"$root/etcd.log" 2>&1 </dev/null &
+  echo $! >"$pid_file"
+  for _ in $(seq 100); do
+    etcdctl --endpoints "$REPLICHAT_ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && { echo "etcd started (log $root/etcd.log)"; return 0; }
+    sleep 0.1
+  done
+  echo "local-cluster.sh: etcd did not start; see $root/etcd.log" >&2
+  return 1
+}
+
+stop_etcd() {
+  [ "$own_etcd" = 1 ] && [ -f "$root/etcd.pid" ] || return 0
+  local pid
+  pid=$(cat "$root/etcd.pid")
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$root/etcd.pid"
+  echo "etcd stopped"
+}
 
 usage() {
   echo "usage: local-cluster.sh [start [ORDINAL] | stop [ORDINAL] | restart ORDINAL]" >&2
@@ -104,6 +145,7 @@ stop_replica() {
 command=${1:-start}
 case $command in
   start)
+    start_etcd
     if [ $# -ge 2 ]; then
       check_ordinal "$2"
       start_replica "$2"
@@ -117,7 +159,7 @@ case $command in
       fi
       started+=("$i")
     done
-    trap 'trap - INT TERM; echo; for ((i = 0; i < replicas; i++)); do stop_replica "$i"; done; exit 0' INT TERM
+    trap 'trap - INT TERM; echo; for ((i = 0; i < replicas; i++)); do stop_replica "$i"; done; stop_etcd; exit 0' INT TERM
     cat <<TEXT
 replichat: $replicas replicas running (logs in $root/replica-N.log). In another terminal:
   export REPLICHAT_SERVERS=$servers REPLICHAT_CA_CERT=$(realpath "$root/certs/ca.pem")
@@ -135,11 +177,13 @@ TEXT
       stop_replica "$2"
     else
       for ((i = 0; i < replicas; i++)); do stop_replica "$i"; done
+      stop_etcd
     fi
     ;;
   restart)
     [ $# -ge 2 ] || usage
     check_ordinal "$2"
+    start_etcd
     stop_replica "$2"
     start_replica "$2"
     ;;

@@ -25,7 +25,10 @@ done
 # netns-hosts.sh gives the bridge .254 of the hosts' /24.
 bridge=${addresses[0]%.*}.254
 etcd_endpoint=http://$bridge:2379
-[ -f "$root/certs/ca.pem" ] || bash scripts/make-dev-certs.sh "$root/certs" "${names[@]}" "${addresses[@]}" >/dev/null
+# The client port's certificate, and the cluster CA with a peer certificate per replica naming
+# chat-N.chat-peers (the peer port is always mutual TLS).
+[ -f "$root/certs/peer-$((replicas - 1)).pem" ] ||
+  REPLICAS=$replicas bash scripts/make-dev-certs.sh "$root/certs" "${names[@]}" "${addresses[@]}" >/dev/null
 
 peers=""
 servers=""
@@ -63,6 +66,7 @@ for ((i = 0; i < replicas; i++)); do
     --advertise-address "${addresses[$i]}:50051" \
     --configuration-store etcd --etcd-endpoints "$etcd_endpoint" \
     --tls-cert "$root/certs/server.pem" --tls-key "$root/certs/server-key.pem" \
+    --peer-ca "$root/certs/peer-ca.pem" --peer-cert "$root/certs/peer-$i.pem" --peer-key "$root/certs/peer-$i-key.pem" \
     >"$root/replica-$i.log" 2>&1 &
   pids+=($!)
 done

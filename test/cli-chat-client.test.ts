@@ -222,7 +222,7 @@ test('a subscription that loses its stream resubscribes on the leader with inclu
       call.emit('error', statusWithLeader(grpc.status.UNAVAILABLE, 'stepping down', leader.address));
     },
   );
-  const chat = client([follower.address], { sessionToken: 'token-2' });
+  const chat = client([follower.address, leader.address], { sessionToken: 'token-2' });
   const received: ChatMessage[] = [];
   const ends: unknown[] = [];
   const subscription = chat.subscribe({ includeQueued: false }, (incoming) => received.push(incoming), (error) => ends.push(error));

@@ -93,7 +93,7 @@ test('two users chat through the CLI, and a deleted account takes its messages a
 
   // Bob logs in (password from the environment this time), sees 3 unread, and reads them 2 then 1.
   expect(await ok('bob', ['login', 'bob'], { env: { REPLICHAT_PASSWORD: PASSWORDS.bob } })).toBe(
-    'Logged in as bob. 3 unread messages.\n',
+    'Logged in as bob. 3 unread messages. `replichat read` shows them.\n',
   );
   const firstRead = await json<{ messages: ChatMessage[]; remainingUnreadCount: number }>('bob', ['read', '-n', '2']);
   expect(firstRead.messages.map((message) => [message.sender, message.body, message.id])).toEqual([

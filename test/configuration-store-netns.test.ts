@@ -24,7 +24,8 @@
  * situation in which the old protocol lost most of what it acknowledged.
  *
  * "Acknowledged" means a send whose call resolved; every acknowledged message is read back by id through
- * the cluster and, after a clean stop, from each surviving replica's SQLite file. Conditions are awaited by
+ * the cluster and, once the replicas have converged and are halted, from each surviving replica's SQLite
+ * file, whose state digests must be equal. Conditions are awaited by
  * polling with deadlines; the only fixed waits are the partitions' lengths, which are the thing under test.
  * Measured figures are printed on stderr with the prefix [configuration-store-netns].
  */
@@ -108,10 +109,12 @@ async function expectAllReadable(servers: readonly string[], aliceToken: string,
   expect(bodies.filter((body, position) => bodies.indexOf(body) !== position)).toEqual([]);
 }
 
-/** Stops every running replica cleanly; the files of `indexes` have equal digests and hold every acknowledged message. */
-async function stopAndCheckFiles(cluster: NetnsCluster, indexes: readonly number[], acknowledged: readonly Acknowledged[]): Promise<void> {
-  const codes = await cluster.stopAll();
-  expect(indexes.map((index) => codes[index])).toEqual(indexes.map(() => 0));
+/**
+ * Once `indexes` have converged, halts every replica (haltConverged); their files have equal digests and
+ * hold every acknowledged message.
+ */
+async function haltAndCheckFiles(cluster: NetnsCluster, indexes: readonly number[], acknowledged: readonly Acknowledged[]): Promise<void> {
+  await cluster.haltConverged(indexes);
   expect(new Set(cluster.digests(indexes)).size).toBe(1);
   for (const index of indexes) {
     const ids = cluster.messageIds(index);
@@ -244,8 +247,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
       // None of the writes the old leader refused was applied: it could neither replicate nor record them.
       const storedBodies = new Set((await readSentMessages(cluster.clientServers(), alice)).values());
       expect(directOutcomes.map((outcome) => outcome.body).filter((body) => storedBodies.has(body))).toEqual([]);
-      await cluster.waitUntilCaughtUp([...ALL]);
-      await stopAndCheckFiles(cluster, [...ALL], acknowledged);
+      await haltAndCheckFiles(cluster, [...ALL], acknowledged);
     },
   );
 
@@ -303,8 +305,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
           `(${[...new Set(refused.map((outcome) => grpc.status[outcome.code]))].join(', ')}); ${acknowledged.length} sends acknowledged`,
       );
       await expectAllReadable(cluster.clientServers(), alice, acknowledged);
-      await cluster.waitUntilCaughtUp([...ALL]);
-      await stopAndCheckFiles(cluster, [...ALL], acknowledged);
+      await haltAndCheckFiles(cluster, [...ALL], acknowledged);
     },
   );
 
@@ -348,8 +349,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
           `${acknowledged.length} in all`,
       );
       await expectAllReadable(cluster.clientServers(survivors), alice, acknowledged);
-      await cluster.waitUntilCaughtUp(survivors);
-      await stopAndCheckFiles(cluster, survivors, acknowledged);
+      await haltAndCheckFiles(cluster, survivors, acknowledged);
       return { failing: [failing] };
     },
     // Every replica gets a small disk, since which one follows is known only once they run.
@@ -389,8 +389,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
           `${acknowledged.length} sends acknowledged in all`,
       );
       await expectAllReadable(cluster.clientServers(remaining), alice, acknowledged);
-      await cluster.waitUntilCaughtUp(remaining);
-      await stopAndCheckFiles(cluster, remaining, acknowledged);
+      await haltAndCheckFiles(cluster, remaining, acknowledged);
     },
   );
 
@@ -434,8 +433,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
       );
       for (const ms of measuredMs) expect(ms).toBeLessThan(READMISSION_LIMIT_MS);
       await expectAllReadable(cluster.clientServers(), alice, acknowledged);
-      await cluster.waitUntilCaughtUp([...ALL]);
-      await stopAndCheckFiles(cluster, [...ALL], acknowledged);
+      await haltAndCheckFiles(cluster, [...ALL], acknowledged);
     },
   );
 }, clusterUnavailableReason);

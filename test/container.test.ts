@@ -38,7 +38,7 @@ const REPLICAS = [0, 1, 2] as const;
 const ALICE = { username: 'alice', password: 'alice-password', sessionFile: '/tmp/alice.json' };
 const BOB = { username: 'bob', password: 'bob-password', sessionFile: '/tmp/bob.json' };
 /** The base images and the image build take minutes on a fresh machine (debootstrap, better-sqlite3). */
-const CLUSTER_UP_TIMEOUT_MS = 540_000;
+const CLUSTER_UP_TIMEOUT_MS = 900_000;
 /** Election, a status round and removal of a dead leader take about 1.5 s; a restart a few seconds more. */
 const HEALTHY_DEADLINE_MS = 60_000;
 /** The writer pauses this long after each acknowledgement, to leave the two cores to the replicas. */
@@ -314,6 +314,9 @@ function report(line: string): void {
 
 const stateDirectory = mkdtempSync(join(tmpdir(), 'replichat-container-'));
 let clusterUp = false;
+/** Counted at the end of each test, so that afterAll prints the replicas' logs only after a failure. */
+let testsPassed = 0;
+const TEST_COUNT = 3;
 
 beforeAll(async () => {
   // podman must work here; if it does not, every test fails with the reason (never a skip).
@@ -331,7 +334,7 @@ beforeAll(async () => {
 }, CLUSTER_UP_TIMEOUT_MS + HEALTHY_DEADLINE_MS);
 
 afterAll(async () => {
-  if (clusterUp) {
+  if (clusterUp && testsPassed < TEST_COUNT) {
     // The replicas' logs are the first thing to read when a test above failed.
     for (const ordinal of REPLICAS) {
       const logs = await run('podman', ['logs', '--tail', '15', replicaContainer(ordinal)]);
@@ -365,6 +368,7 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
       [ALICE.username, 'second message'],
     ]);
     expect(read.messages[0]!.id).toBe(firstId);
+    testsPassed += 1;
   }, 120_000);
 
   test('b: the leader container is killed with SIGKILL and the next send from the CLI succeeds', async () => {
@@ -388,6 +392,7 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
     await awaitStatus(`replica ${killed} back in the in-sync set`, fullyInSync);
     const read = JSON.parse(await cliOk(['--json', 'read'], { user: BOB })) as { messages: { body: string }[] };
     expect(read.messages.map((message) => message.body)).toEqual([`after the leader ${killed} was killed`]);
+    testsPassed += 1;
   }, 180_000);
 
   test('c: a rolling update with SIGTERM loses no acknowledged write and duplicates none', async () => {
@@ -442,5 +447,6 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
     const attempted = new Set(writer.lines.flatMap((line) => ('body' in line ? [line.body] : [])));
     expect(readBodies.filter((body) => !attempted.has(body))).toEqual([]);
     expect(acknowledged.length).toBeGreaterThanOrEqual(WRITES_BETWEEN_RESTARTS * (REPLICAS.length + 1));
+    testsPassed += 1;
   }, 420_000);
 });

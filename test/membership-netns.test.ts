@@ -83,9 +83,9 @@ async function expectAllReadable(servers: readonly string[], aliceToken: string,
   expect(acknowledged.filter((ack) => stored.get(ack.id) !== ack.body).map((ack) => ack.body)).toEqual([]);
 }
 
-/** Stops every running replica cleanly, then checks that the files of `indexes` hold equal state digests. */
+/** Once `indexes` have converged, halts every replica (haltConverged); their files hold equal state digests. */
 async function stopAndCompareDigests(cluster: NetnsCluster, indexes: readonly number[]): Promise<void> {
-  await cluster.stopAll();
+  await cluster.haltConverged(indexes);
   const digests = indexes.map((index) => cluster.digest(index));
   expect(new Set(digests).size).toBe(1);
 }

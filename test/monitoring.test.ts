@@ -148,6 +148,10 @@ describe('a real server', () => {
       // A lone replica leads, and it is its whole membership.
       expect(metricsText).toMatch(/^replichat_is_leader 1$/m);
       expect(metricsText).toMatch(/^replichat_members 1$/m);
+      // The driver feeds the store's reachability (the test servers use a real etcd) and commit latency.
+      expect(metricsText).toMatch(/^replichat_configuration_store_reachable\{backend="etcd"\} 1$/m);
+      const commits = /^replichat_sqlite_commit_seconds_count (\d+)$/m.exec(metricsText);
+      expect(Number(commits?.[1])).toBeGreaterThan(0);
     });
   });
 

@@ -3,6 +3,7 @@
  * replica or change what it stores. Three real replicas on loopback, each with a certificate from a cluster
  * CA made by scripts/make-dev-certs.sh; the test plays the attacker with real gRPC over real TLS:
  * - without a client certificate, or with one from another CA, no call gets through at all;
+ * - the dialing side refuses a server whose certificate is from another CA or names another cluster;
  * - a certificate without a replica identity is UNAUTHENTICATED; one issued for another cluster, or one
  *   whose holder claims another ordinal (in the envelope, the message or FetchSnapshot), is refused;
  * - FetchSnapshot is refused to a certificate of this cluster that is not a member;
@@ -11,21 +12,29 @@
  * - an epoch beyond 2^53 - 1 is refused;
  * - a bounded, seeded fuzz loop of malformed and oversized messages of every type from an authenticated
  *   member is refused one by one with INVALID_ARGUMENT;
- * and afterwards every replica still runs, a write commits, and once stopped all state digests are equal.
+ * and afterwards every replica still runs, a command of every kind a client can cause commits (so each
+ * passes the followers' schema), and once stopped all state digests are equal.
  */
 import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { computeStateDigest } from '../src/storage/state-digest.js';
-import { createPeerServiceClient, peerServiceClientConstructor, type PeerServiceClient } from '../src/transport/peer-proto.js';
+import {
+  createPeerServiceClient,
+  peerServiceClientConstructor,
+  type PeerServiceClient,
+  peerServiceDefinition,
+} from '../src/transport/peer-proto.js';
+import { loadPeerTls, peerChannelCredentials, peerServerCredentials } from '../src/transport/tls-credentials.js';
 import { RawChatClient } from './support/grpc-client.js';
 import { MAKE_DEV_CERTS, makePeerCertificates, type PeerCertificates } from './support/peer-certificates.js';
 import { awaitReady, freePort, type ServerProcess, startServer } from './support/processes.js';
 
 const CLUSTER = 'peer-security';
+const ADMIN_TOKEN = 'peer-security-admin-token-0123';
 const ORDINALS = [0, 1, 2] as const;
 /** Fuzzed messages in all, across the seven types; each is one Deliver call. */
 const FUZZ_CALLS = 420;
@@ -123,6 +132,7 @@ beforeAll(async () => {
   certificates = makePeerCertificates(join(directory, 'certs'), CLUSTER);
   rogue = makePeerCertificates(join(directory, 'rogue'), CLUSTER);
   peerPorts = await Promise.all(ORDINALS.map(() => freePort()));
+  writeFileSync(join(directory, 'admin-token'), ADMIN_TOKEN, { mode: 0o600 });
   const peers = ORDINALS.map((ordinal) => `${ordinal}=${peerAddress(ordinal)}`).join(',');
   servers = await Promise.all(
     ORDINALS.map((ordinal) =>
@@ -134,6 +144,9 @@ beforeAll(async () => {
           '--peers', peers,
           '--peer-listen', peerAddress(ordinal),
           '--cluster-name', CLUSTER,
+          // One cluster record for the three (processes.ts gives each data directory its own otherwise).
+          '--etcd-prefix', `/peer-security-${process.pid}/`,
+          '--admin-token-file', join(directory, 'admin-token'),
           ...certificates.serverArguments(ordinal),
         ],
       }),
@@ -193,13 +206,67 @@ describe('who may connect', () => {
   });
 });
 
+describe('whom a replica dials', () => {
+  /** A PeerService on loopback presenting `files`' certificate; GetStatus answers '{}'. */
+  async function fakePeer(files: { caPath: string; certificatePath: string; keyPath: string }, clusterName: string): Promise<{ port: number; server: grpc.Server }> {
+    const server = new grpc.Server();
+    const refuse = (_call: unknown, callback: grpc.sendUnaryData<unknown>): void => callback({ code: grpc.status.UNIMPLEMENTED });
+    server.addService(peerServiceDefinition(), {
+      Deliver: refuse,
+      FetchSnapshot: refuse,
+      GetStatus: (_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(null, { json: '{}' }),
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', peerServerCredentials(loadPeerTls(files, clusterName, 1)), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+    return { port, server };
+  }
+
+  function getStatus(port: number): Promise<grpc.status> {
+    const dialer = peerChannelCredentials(
+      loadPeerTls({ caPath: certificates.caPath, certificatePath: certificates.certificatePath(0), keyPath: certificates.keyPath(0) }, CLUSTER, 0),
+    );
+    const target = createPeerServiceClient(`127.0.0.1:${port}`, dialer, {}, constructor);
+    openClients.push(target);
+    return new Promise((resolve) => {
+      (target as unknown as Record<string, Function>).GetStatus!.call(target, {}, new grpc.Metadata(), { deadline: Date.now() + 5000 },
+        (error: grpc.ServiceError | null) => resolve(error === null ? grpc.status.OK : error.code));
+    });
+  }
+
+  test('a server with another CA\'s certificate, or one naming another cluster, is refused; a replica of this cluster is not', async () => {
+    const otherCluster = join(directory, 'dialed-other-cluster');
+    mkdirSync(otherCluster);
+    for (const file of ['peer-ca.pem', 'peer-ca-key.pem']) copyFileSync(join(certificates.directory, file), join(otherCluster, file));
+    execFileSync('bash', [MAKE_DEV_CERTS, 'peer', otherCluster, '1'], { env: { ...process.env, CLUSTER_NAME: 'another-cluster' }, stdio: 'ignore' });
+    const peers = {
+      'another CA': await fakePeer({ caPath: rogue.caPath, certificatePath: rogue.certificatePath(1), keyPath: rogue.keyPath(1) }, CLUSTER),
+      'another cluster': await fakePeer(
+        { caPath: join(otherCluster, 'peer-ca.pem'), certificatePath: join(otherCluster, 'peer-1.pem'), keyPath: join(otherCluster, 'peer-1-key.pem') },
+        'another-cluster',
+      ),
+      'this cluster': await fakePeer({ caPath: certificates.caPath, certificatePath: certificates.certificatePath(1), keyPath: certificates.keyPath(1) }, CLUSTER),
+    };
+    try {
+      const outcomes = Object.fromEntries(
+        await Promise.all(Object.entries(peers).map(async ([name, peer]) => [name, grpc.status[await getStatus(peer.port)]] as const)),
+      );
+      expect(outcomes).toEqual({ 'another CA': 'UNAVAILABLE', 'another cluster': 'UNAVAILABLE', 'this cluster': 'OK' });
+    } finally {
+      for (const peer of Object.values(peers)) peer.server.forceShutdown();
+    }
+  });
+});
+
 /** One valid message of every type from `from` in `epoch`: what the fuzz loop breaks, one fault at a time. */
 function validMessages(from: number, epoch: number): Record<string, Record<string, unknown>> {
   return {
-    append: { type: 'append', from, epoch, prevIndex: 0, prevEpoch: 0, entries: [], commitIndex: 0, sentAtMs: 12.5, requestDigest: false },
+    append: { type: 'append', from, epoch, prevIndex: 0, prevEpoch: 0, entries: [], commitIndex: 0, sentAtMs: 12.5, leaderIncarnation: 1, requestDigest: false },
     appendReply: {
       type: 'appendReply', from, epoch, ok: true, matchIndex: 0, lastIndex: 0, lastEpoch: 0, incarnation: 1,
-      echoSentAtMs: 12.5, carriedEntries: false, snapshotting: false,
+      echoSentAtMs: 12.5, echoLeaderIncarnation: 1, carriedEntries: false, snapshotting: false,
     },
     status: { type: 'status', from, epoch, lastIndex: 0, lastEpoch: 0, leaderOrdinal: null, replyWanted: false, sentAtMs: 3.25, askedAtMs: null },
     join: { type: 'join', from, epoch, address: '127.0.0.1:1', emptyLog: true },
@@ -390,12 +457,27 @@ describe('malformed input from an authenticated member', () => {
 });
 
 describe('afterwards', () => {
-  test('every replica still runs, a write commits, and once stopped all state digests are equal', async () => {
+  test('every replica still runs, every kind of client command commits, and once stopped all state digests are equal', async () => {
     for (const server of servers) expect(server.process.exitCode).toBeNull();
     const { leader } = await clusterView();
     const raw = new RawChatClient(servers[leader]!.address);
     try {
-      await raw.ok('CreateAccount', { requestId: 'after-fuzz-1', username: 'afterfuzz', password: 'after fuzz password' });
+      const password = 'after fuzz password';
+      for (const username of ['afterfuzz', 'leaving']) {
+        await raw.ok('CreateAccount', { requestId: `create-${username}`, username, password });
+      }
+      const token = (await raw.ok('Login', { requestId: 'login-afterfuzz', username: 'afterfuzz', password })).sessionToken as string;
+      const leaving = (await raw.ok('Login', { requestId: 'login-leaving', username: 'leaving', password })).sessionToken as string;
+      const sent = [];
+      for (const body of ['one', 'two', 'three']) {
+        sent.push(((await raw.ok('SendMessage', { requestId: `send-${body}`, recipient: 'afterfuzz', body }, leaving)).message as { id: string }).id);
+      }
+      await raw.ok('ReadMessages', { requestId: 'read-1', limit: 1 }, token);
+      await raw.ok('AcknowledgeMessages', { requestId: 'ack-1', messageIds: [sent[1]] }, token);
+      await raw.ok('DeleteMessages', { requestId: 'delete-1', messageIds: [sent[2]] }, token);
+      await raw.ok('RotateSessionKey', { requestId: 'rotate-1' }, ADMIN_TOKEN);
+      await raw.ok('Logout', { requestId: 'logout-afterfuzz' }, token);
+      await raw.ok('DeleteAccount', { requestId: 'delete-leaving', password }, leaving);
     } finally {
       raw.close();
     }

@@ -22,6 +22,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { ChatClient, type ChatMessage } from '../src/cli/chat-client.js';
+import { PASSWORD_CALL_DEADLINE_MS } from './support/membership-cluster.js';
 import { NetnsCluster, clusterUnavailableReason, pollUntil } from './support/netns-cluster.js';
 import { describeOnNetns } from './support/netns.js';
 
@@ -144,7 +145,8 @@ class Senders {
 
 /** Creates alice and bob and logs both in; resolves with their session tokens. */
 async function setUpUsers(cluster: NetnsCluster): Promise<{ alice: string; bob: string }> {
-  const client = newClient({ servers: cluster.clientServers(), tls: 'insecure' });
+  // scrypt at OWASP's cost takes seconds on a loaded machine: wait for it rather than retry.
+  const client = newClient({ servers: cluster.clientServers(), tls: 'insecure', deadlineMs: PASSWORD_CALL_DEADLINE_MS, retryBudgetMs: 2 * PASSWORD_CALL_DEADLINE_MS });
   try {
     await client.createAccount('alice', PASSWORD);
     await client.createAccount('bob', PASSWORD);
@@ -194,11 +196,11 @@ async function expectAllAcknowledgedReadable(
 }
 
 /**
- * Stops every replica cleanly, then checks the files: the three state digests are equal and each file holds
- * every acknowledged message.
+ * Once all three have converged, halts them (NetnsCluster.haltConverged), then checks the files: the three
+ * state digests are equal and each file holds every acknowledged message.
  */
 async function stopAndCompareFiles(cluster: NetnsCluster, acknowledged: readonly Acknowledged[]): Promise<void> {
-  expect(await cluster.stopAll()).toEqual(cluster.ordinals.map(() => 0));
+  await cluster.haltConverged();
   const digests = cluster.digests();
   expect(new Set(digests).size).toBe(1);
   for (const index of cluster.ordinals) {

@@ -20,6 +20,9 @@ import {
   runScenario,
   scenarioClockStep,
   scenarioFailedDiskWrite,
+  scenarioFollowerBehindTruncatedLog,
+  scenarioRefusedTakeover,
+  TRUNCATION_RETENTION_ENTRIES,
   scenarioHiccupThenCrash,
   scenarioReadmissionUnderLoad,
   scenarioRestartedFollower,
@@ -34,6 +37,8 @@ const seedCount = Number(process.env.SIMULATION_SEEDS ?? DEFAULT_SEED_COUNT);
 const firstSeed = Number(process.env.SIMULATION_FIRST_SEED ?? 1);
 const seeds =
   singleSeed !== undefined ? [Number(singleSeed)] : Array.from({ length: seedCount }, (_, offset) => firstSeed + offset);
+/** SIMULATION_FAULT_MS lengthens (or shortens) the fault phase of every random run (default 8000). */
+const faultDurationMs = process.env.SIMULATION_FAULT_MS === undefined ? undefined : Number(process.env.SIMULATION_FAULT_MS);
 const runScenarios = singleSeed === undefined && process.env.SIMULATION_SKIP_SCENARIOS === undefined;
 const scenarioTest = runScenarios ? test : test.skip;
 
@@ -97,6 +102,24 @@ describe('regression scenarios of issue 7, over the real driver', () => {
   }, 120_000);
 });
 
+describe('regression scenarios of bugs the simulation found in the new protocol', () => {
+  scenarioTest('a takeover whose swap the store refused is tried again (seeds 25, 37, 95)', async () => {
+    const { observed } = await runScenario('refused-takeover', scenarioRefusedTakeover);
+    expect(observed.refusedTakeovers).toBeGreaterThan(0);
+    expect(observed.writesAgainAfterMs).toBeDefined();
+  }, 120_000);
+
+  scenarioTest('a follower behind the truncated log is repaired by snapshot and re-admitted (seeds 6, 11, 31)', async () => {
+    const { observed } = await runScenario('follower-behind-truncated-log', scenarioFollowerBehindTruncatedLog, {
+      logRetentionEntries: TRUNCATION_RETENTION_ENTRIES,
+      reads: false,
+      thinkTimeMs: 20,
+    });
+    expect(observed.readmittedAfterMs).toBeDefined();
+    expect(observed.snapshots).toBeGreaterThan(0);
+  }, 120_000);
+});
+
 describe('seeded random fault schedules', () => {
   test(`${seeds.length} seeds from ${seeds[0]} keep every check`, async () => {
     const totals = { acknowledgedWrites: 0, reads: 0, elections: 0, crashes: 0, fatalCrashes: 0, snapshots: 0 };
@@ -105,7 +128,7 @@ describe('seeded random fault schedules', () => {
     const failures: string[] = [];
     for (const seed of seeds) {
       try {
-        const summary = await runRandomSimulation({ seed });
+        const summary = await runRandomSimulation({ seed, ...(faultDurationMs === undefined ? {} : { faultDurationMs }) });
         totals.acknowledgedWrites += summary.acknowledgedWrites;
         totals.reads += summary.reads;
         totals.elections += summary.elections;

@@ -1,10 +1,13 @@
 /**
  * Proves that passwords travel only inside TLS: a server started with a certificate from a throwaway CA
  * (scripts/make-dev-certs.sh) serves the CLI that trusts that CA, refuses a plaintext client, and a client
- * that does not trust the CA cannot talk to it. Real processes, real certificates, real sockets.
+ * that does not trust the CA cannot talk to it. The suite list is modern: a TLS 1.2 client that offers only
+ * CBC suites with SHA-1 MACs is refused, while one offering an AEAD suite is served. Real processes, real
+ * certificates, real sockets.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './support/cli-processes.js';
@@ -60,4 +63,34 @@ test('a client that does not trust the CA is refused', async () => {
   });
   expect(result.code).toBe(1);
   expect(result.stderr).toContain('UNAVAILABLE');
+});
+
+/** Whether a TLS 1.2 handshake offering only `ciphers` completes; the server's answer is the outcome. */
+function handshake(ciphers: string): Promise<{ ok: boolean; cipher?: string; error?: string }> {
+  const [host, port] = [server.address.slice(0, server.address.lastIndexOf(':')), Number(server.address.split(':').pop())];
+  return new Promise((resolve) => {
+    const socket = connect({
+      host,
+      port,
+      ca: readFileSync(join(directory, 'certs', 'ca.pem')),
+      servername: 'localhost',
+      minVersion: 'TLSv1.2',
+      maxVersion: 'TLSv1.2',
+      ciphers,
+      ALPNProtocols: ['h2'],
+    });
+    socket.once('secureConnect', () => {
+      resolve({ ok: true, cipher: socket.getCipher().name });
+      socket.destroy();
+    });
+    socket.once('error', (error) => resolve({ ok: false, error: error.message }));
+  });
+}
+
+test('TLS 1.2 with only CBC-SHA1 suites is refused; with an AEAD suite it is served', async () => {
+  const cbc = await handshake('ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:AES128-SHA:AES256-SHA');
+  expect(cbc.ok).toBe(false);
+  expect(cbc.error).toMatch(/handshake failure|no shared cipher|alert/i);
+  const aead = await handshake('ECDHE-ECDSA-AES128-GCM-SHA256');
+  expect(aead).toEqual({ ok: true, cipher: 'ECDHE-ECDSA-AES128-GCM-SHA256' });
 });

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { chatServiceClientConstructor } from '../../dist/api/proto.js';
 
 export const CLI_PATH = new URL('../../dist/cli/main.js', import.meta.url).pathname;
+const MAKE_DEV_CERTS = new URL('../../scripts/make-dev-certs.sh', import.meta.url).pathname;
 const ETCD_PROTO_DIRECTORY = new URL('../../node_modules/etcd3/proto', import.meta.url).pathname;
 
 /** A port that was free a moment ago; ports handed out earlier in this process are never handed out again. */
@@ -288,34 +289,52 @@ function writtenBytes(path) {
 
 const ChatClient = chatServiceClientConstructor();
 
+/** Peer certificates for `replicas` replicas of cluster `name`, made by scripts/make-dev-certs.sh in `path`. */
+function makePeerCertificates(path, replicas, name) {
+  const made = spawnSync('bash', [MAKE_DEV_CERTS, path], {
+    encoding: 'utf8',
+    env: { ...process.env, REPLICAS: String(replicas), CLUSTER_NAME: name },
+  });
+  if (made.status !== 0) throw new Error(`scripts/make-dev-certs.sh failed: ${made.stderr}`);
+  return (ordinal) => [
+    '--peer-ca', join(path, 'peer-ca.pem'), '--peer-cert', join(path, `peer-${ordinal}.pem`), '--peer-key', join(path, `peer-${ordinal}-key.pem`),
+  ];
+}
+
 /**
  * Starts a replichat cluster of `replicas` replicas in `directory` and waits until a leader has all of them
  * in its in-sync set. When this build has the configuration store (`--configuration-store`), a one-member
  * etcd of its own is started for it first: its load is the cluster's configuration only, and it is never
- * the etcd being measured. Returns a client call on the leader, the replica processes and stop(), which
- * ends the replicas with SIGINT (the database closes cleanly, so its WAL is checkpointed) and then the
- * configuration etcd.
+ * the etcd being measured. When the peer port needs mutual TLS (`--peer-ca`), peer certificates are made
+ * with scripts/make-dev-certs.sh; clients stay plaintext (`--insecure`). Returns a client call on the
+ * leader, the replica processes (each with its metrics address) and stop(), which ends the replicas with
+ * SIGINT (the database closes cleanly, so its WAL is checkpointed) and then the configuration etcd.
  */
 export async function startReplichat({ directory, replicas, name, logLevel = 'warn', extraArguments = [] }) {
-  const usesConfigurationStore = serverHelp().includes('--configuration-store');
+  const help = serverHelp();
+  const usesConfigurationStore = help.includes('--configuration-store');
+  const peerTlsFlags = help.includes('--peer-ca') ? makePeerCertificates(join(directory, `${name}-certificates`), replicas, name) : () => [];
   const configurationEtcd = usesConfigurationStore
     ? await startEtcd({ directory, members: 1, name: `${name}-configuration` })
     : undefined;
   const ports = [];
-  for (let ordinal = 0; ordinal < replicas; ordinal += 1) ports.push({ client: await freePort(), peer: await freePort() });
+  for (let ordinal = 0; ordinal < replicas; ordinal += 1) {
+    ports.push({ client: await freePort(), peer: await freePort(), metrics: await freePort() });
+  }
   const peers = ports.map((port, ordinal) => `${ordinal}=127.0.0.1:${port.peer}`).join(',');
   const processes = ports.map((port, ordinal) => {
     const dataDirectory = join(directory, `${name}-replica-${ordinal}`);
     const replica = startProcess(process.execPath, [
       CLI_PATH, 'server', '--ordinal', String(ordinal), '--peers', peers, '--data-dir', dataDirectory,
       '--listen', `127.0.0.1:${port.client}`, '--peer-listen', `127.0.0.1:${port.peer}`,
-      '--metrics-listen', '127.0.0.1:0', '--insecure', '--log-level', logLevel, '--cluster-name', name,
+      '--metrics-listen', `127.0.0.1:${port.metrics}`, '--insecure', '--log-level', logLevel, '--cluster-name', name,
+      ...peerTlsFlags(ordinal),
       ...(configurationEtcd === undefined
         ? []
         : ['--configuration-store', 'etcd', '--etcd-endpoints', configurationEtcd.endpoints.join(',')]),
       ...extraArguments,
     ], join(directory, `${name}-replica-${ordinal}.log`));
-    return { ...replica, dataDirectory, clientAddress: `127.0.0.1:${port.client}`, ordinal };
+    return { ...replica, dataDirectory, clientAddress: `127.0.0.1:${port.client}`, metricsUrl: `http://127.0.0.1:${port.metrics}/metrics`, ordinal };
   });
   const credentials = grpc.credentials.createInsecure();
   const clients = processes.map((replica) => new ChatClient(replica.clientAddress, credentials));
@@ -334,7 +353,7 @@ export async function startReplichat({ directory, replicas, name, logLevel = 'wa
       const exited = processes.find((replica) => replica.child.exitCode !== null);
       if (exited !== undefined) throw new Error(`replica ${exited.ordinal} exited early; see ${exited.logPath}`);
       const statuses = await Promise.all(clients.map((client) => call(client, 'GetReplicaStatus', {}, undefined, 1000).catch(() => undefined)));
-      const leader = statuses.find((status) => status?.role === 'leader' && status.inSync.length === replicas && status.leaseValid);
+      const leader = statuses.find((status) => status?.role === 'leader' && status.inSync.length === replicas);
       return leader === undefined ? undefined : { ordinal: leader.ordinal };
     });
     const leaderClient = clients[leaderOrdinal.ordinal];

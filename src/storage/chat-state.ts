@@ -355,7 +355,8 @@ export class ChatState {
     const live = keys
       .map((key) => ({ ...key, retiresAtMs: Math.min(key.retiresAtMs ?? command.previousKeysRetireAtMs, command.previousKeysRetireAtMs) }))
       .filter((key) => key.retiresAtMs > command.timestampMs);
-    if (live.length >= SESSION_KEYS_LIVE_MAX) {
+    // The new key counts too: at most SESSION_KEYS_LIVE_MAX keys are ever accepted at once.
+    if (live.length + 1 > SESSION_KEYS_LIVE_MAX) {
       throw new FailedPreconditionError(
         `${live.length} older session keys are still live; wait until they retire, or rotate with revoke_previous`,
       );

@@ -50,7 +50,7 @@ const clockMs = z.number().finite().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const timestampMs = safeCount;
 const hex = (length: number) => z.string().regex(new RegExp(`^[0-9a-f]{${length}}$`));
 
-/** host:port where host is a DNS name, an IPv4 address or a bracketed IPv6 address; at most 255 bytes. */
+/** host:port where host is a host name, an IPv4 address or a bracketed IPv6 address; at most 255 bytes. */
 export const peerAddressSchema = z
   .string()
   .refine((value) => Buffer.byteLength(value, 'utf8') <= PEER_ADDRESS_MAX_BYTES, {
@@ -58,7 +58,8 @@ export const peerAddressSchema = z
   })
   .refine(
     (value) => {
-      const match = /^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$/.exec(value);
+      // Underscores are not DNS but do occur in container host names (compose's project_service_1).
+      const match = /^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?):(\d{1,5})$/.exec(value);
       return match !== null && Number(match[2]) >= 1 && Number(match[2]) <= 65535;
     },
     { message: 'must be host:port' },
@@ -187,6 +188,7 @@ function messageSchema(limits: PeerMessageLimits) {
       entryRange: z.object({ fromIndex: logIndex, toIndex: logIndex }).strict().optional(),
       commitIndex: logIndex,
       sentAtMs: clockMs,
+      leaderIncarnation: safeCount,
       requestDigest: z.boolean(),
     })
     .strict();
@@ -223,6 +225,7 @@ function messageSchema(limits: PeerMessageLimits) {
       lastEpoch: epoch,
       incarnation: safeCount,
       echoSentAtMs: clockMs,
+      echoLeaderIncarnation: safeCount,
       carriedEntries: z.boolean(),
       snapshotting: z.boolean(),
       digest: z.object({ index: logIndex, value: z.string().regex(/^[0-9a-f]{16,128}$/) }).strict().optional(),

@@ -3,16 +3,21 @@
  * epoch, a leader leads only an epoch the store gave it, and a replica that starts leading already holds
  * every write acknowledged in an earlier epoch. At every acknowledgement: the write is durable on every
  * replica of the in-sync set the store holds at that instant (read from the live replica's tables, or from
- * the file of a crashed one). At every completed read: it shows each write of its user acknowledged before
- * it was invoked. At the end, on the converged state: every acknowledged write is there with the result
+ * the file of a crashed one). Whatever a replica shows a client (a history page, ReadMessages, a
+ * subscription's replay or push) must likewise be committed at the instant it is shown. At every completed
+ * read: it shows each write of its user acknowledged before it was invoked. At the end, on the converged state: every acknowledged write is there with the result
  * the client was given, no request id was applied twice (each request's unique message body occurs at most
  * once), and everything any client was shown (history, ReadMessages, subscription replay and pushes)
  * survived.
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
+import { checkerRead } from './exploration-patches.js';
 import type { ReplicaSlot, SimulatedCluster } from './simulated-cluster.js';
 import type { AcknowledgedWrite, HistoryRead, Workload, WorkloadHooks } from './workload.js';
+
+/** How many messages of one answer are checked for being committed (history pages: the newest). */
+const SHOWN_CHECKED_PER_ANSWER = 8;
 
 export class Checker implements WorkloadHooks {
   private readonly leaderOfEpoch = new Map<number, number>();
@@ -20,7 +25,7 @@ export class Checker implements WorkloadHooks {
   private swapsChecked = 0;
   private readonly storeLeaderOfEpoch = new Map<number, number>();
   workload: Workload | undefined;
-  counters = { acknowledgements: 0, leadershipsChecked: 0, readsChecked: 0, fileChecks: 0 };
+  counters = { acknowledgements: 0, leadershipsChecked: 0, readsChecked: 0, fileChecks: 0, shownChecked: 0 };
 
   constructor(private readonly cluster: SimulatedCluster) {}
 
@@ -28,7 +33,7 @@ export class Checker implements WorkloadHooks {
   private holds(slot: ReplicaSlot, requestId: string): boolean {
     if (slot.up && slot.node !== undefined) {
       try {
-        return slot.node.chat.request(requestId) !== undefined;
+        return checkerRead(() => slot.node!.chat.request(requestId)) !== undefined;
       } catch {
         // The handle is closed (a snapshot is being swapped in): the file tells.
       }
@@ -36,14 +41,60 @@ export class Checker implements WorkloadHooks {
     return this.fileHolds(slot, requestId);
   }
 
+  /** Whether the message is in the replica's tables. */
+  private holdsMessage(slot: ReplicaSlot, messageId: string): boolean {
+    if (slot.up && slot.node !== undefined) {
+      try {
+        return slot.node.chat.message(messageId) !== undefined;
+      } catch {
+        // As in holds().
+      }
+    }
+    return this.fileQuery(slot, 'SELECT 1 FROM messages WHERE id = ?', messageId);
+  }
+
   /** Reads a crashed or paused replica's database file directly, as an operator would after the fact. */
   private fileHolds(slot: ReplicaSlot, requestId: string): boolean {
+    return this.fileQuery(slot, 'SELECT 1 FROM requests WHERE request_id = ?', requestId);
+  }
+
+  private fileQuery(slot: ReplicaSlot, sql: string, key: string): boolean {
     this.counters.fileChecks += 1;
     const database = new Database(join(slot.dataDirectory, 'replichat.sqlite'), { readonly: true, fileMustExist: true });
     try {
-      return database.prepare('SELECT 1 FROM requests WHERE request_id = ?').get(requestId) !== undefined;
+      return database.prepare(sql).get(key) !== undefined;
     } finally {
       database.close();
+    }
+  }
+
+  /**
+   * What a replica shows a client must be committed: held by every replica of the recorded in-sync set at
+   * that instant (then no failover can take it back). For a history page only the newest few are checked:
+   * uncommitted messages would be the newest.
+   */
+  onShown(messages: readonly { id: string; body: string }[], how: string, slot: ReplicaSlot): void {
+    if (how === 'replay' && process.env.SIMULATION_IGNORE_REPLAYS !== undefined) return;
+    const record = this.cluster.store.peek()?.record;
+    if (record === undefined) return;
+    for (const message of messages.slice(0, SHOWN_CHECKED_PER_ANSWER)) {
+      this.counters.shownChecked += 1;
+      for (const ordinal of record.inSync) {
+        const member = this.cluster.replicas[ordinal];
+        if (member === undefined) continue;
+        let held: boolean;
+        try {
+          held = this.holdsMessage(member, message.id);
+        } catch (error) {
+          this.cluster.trace(`checker: could not read replica ${ordinal}'s file: ${String(error)}`);
+          continue;
+        }
+        if (!held) {
+          this.cluster.violation(
+            `replica ${slot.ordinal} showed "${message.body}" (${how}) before it was committed: replica ${ordinal} of the recorded in-sync set {${record.inSync.join(',')}} did not hold it`,
+          );
+        }
+      }
     }
   }
 
@@ -163,7 +214,7 @@ export class Checker implements WorkloadHooks {
       if (ids.length > 1) this.cluster.violation(`"${body}" was applied ${ids.length} times: messages ${ids.join(', ')}`);
     }
     for (const write of workload.acknowledged.values()) {
-      const record = chat.request(write.requestId);
+      const record = checkerRead(() => chat.request(write.requestId));
       if (record === undefined) {
         this.cluster.violation(
           `acknowledged ${write.requestId} (replica ${write.ordinal}, epoch ${write.epoch}, ${write.ackedAtMs.toFixed(1)} ms) is not in the converged state`,

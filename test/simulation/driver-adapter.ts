@@ -5,10 +5,11 @@
  * absorbed here.
  */
 import type { Logger } from 'pino';
-import { DEFAULT_REPLICATION_TIMINGS, ReplicaCore, type ReplicationTimings } from '../../src/core/replication/replica-core.js';
+import { DEFAULT_REPLICATION_TIMINGS, type ReplicationTimings } from '../../src/core/replication/replica-core.js';
 import type { Member } from '../../src/core/replication/types.js';
 import type { DriverSeams } from '../../src/node/seams.js';
 import { ReplicaNode } from '../../src/node/replica-node.js';
+import { applyExplorationPatches, applyMutant } from './exploration-patches.js';
 
 export type StorageWriteKind = 'epoch' | 'entries' | 'snapshot';
 
@@ -27,29 +28,14 @@ export interface NodeOptions {
   readonly members: readonly Member[];
   readonly dataDirectory: string;
   readonly clientAddress: string;
-  readonly clusterName: string;
   readonly logRetentionEntries: number;
   readonly timings?: ReplicationTimings;
 }
 
 export const SIMULATION_TIMINGS: ReplicationTimings = DEFAULT_REPLICATION_TIMINGS;
 
-/**
- * TEMPORARY, until the core is fixed (reported to the lead): ReplicaCore.canSwap() requires a stored
- * record, so replica 0 never creates the cluster (considerBootstrap runs only when there is none). This
- * patch lets a swap be asked once the store has answered at all, which is what bootstrap needs; it changes
- * nothing else. Remove it as soon as src/core/replication/replica-core.ts bootstraps by itself.
- */
-const corePrototype = ReplicaCore.prototype as unknown as Record<string, unknown>;
-if (process.env.SIMULATION_NO_CORE_PATCH === undefined) {
-  corePrototype.canSwap = function canSwap(this: Record<string, unknown>): boolean {
-    return (
-      this.storeRequestOutstanding === null &&
-      (this.output as { storeRequest?: unknown }).storeRequest === undefined &&
-      this.storeKnown === true
-    );
-  };
-}
+if (process.env.SIMULATION_EXPLORE_PATCHES !== undefined) applyExplorationPatches();
+if (process.env.SIMULATION_MUTANT !== undefined) await applyMutant(process.env.SIMULATION_MUTANT);
 
 /** Metrics are not under test here: every observer callback is accepted and ignored. */
 const ignoringObserver = new Proxy({}, { get: () => () => undefined });

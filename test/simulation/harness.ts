@@ -112,6 +112,7 @@ export class Harness {
     cluster.network.faults = { ...QUIET_NETWORK };
     cluster.store.quiet();
     cluster.store.onSwapApplied = undefined;
+    cluster.store.onSwapIssued = undefined;
     for (const slot of cluster.replicas) {
       slot.storageFault = undefined;
       cluster.resume(slot.ordinal);

@@ -10,10 +10,12 @@ import type { Clock, TimerHandle } from '../../src/node/seams.js';
 import type { ScheduledEvent, Scheduler, SimulatedProcess } from './scheduler.js';
 
 /**
- * The rate error every simulated clock stays within: NOTEBOOK §8 states that the protocol tolerates 5 %
- * (clockDriftRatio), so the simulation draws rates from [0.95, 1.05], often at the extremes.
+ * The rate error every simulated clock stays within: 5 %, the bound NOTEBOOK §8 claims, drawn often at the
+ * extremes. The protocol's safety no longer rests on clock rates (the store decides, and a read is
+ * confirmed by a round of messages, not by a lease), so only timeouts stretch with drift;
+ * SIMULATION_DRIFT_BOUND=0.5 explores far beyond the claim.
  */
-export const CLOCK_DRIFT_BOUND = 0.05;
+export const CLOCK_DRIFT_BOUND = Number(process.env.SIMULATION_DRIFT_BOUND ?? 0.05);
 
 export interface SimulatedClockOptions {
   /** The monotonic reading at the process's start: small, as performance.now() is. */

@@ -250,7 +250,6 @@ export class SimulatedCluster {
           members: this.members,
           dataDirectory: slot.dataDirectory,
           clientAddress: slot.clientAddress,
-          clusterName: 'simulation',
           logRetentionEntries: this.options.logRetentionEntries ?? 100_000,
         },
         {

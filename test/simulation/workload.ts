@@ -48,6 +48,8 @@ export interface WorkloadHooks {
   onAcknowledged(write: AcknowledgedWrite, slot: ReplicaSlot): void;
   /** Called when a history read completes, with what it was invoked after and what it showed. */
   onHistoryRead(read: HistoryRead): void;
+  /** Called at the instant a replica shows messages to a client (newest first for history). */
+  onShown(messages: readonly { id: string; body: string }[], how: ShownMessage['how'], slot: ReplicaSlot): void;
 }
 
 export interface HistoryRead {
@@ -371,6 +373,7 @@ export class Workload {
     stream.write = (message: { id: string; body: string }) => {
       if (!open || !process.alive) return true;
       this.counters.pushes += 1;
+      this.hooks.onShown([message], inHandler ? 'replay' : 'push', slot);
       this.shown.push({ how: inHandler ? 'replay' : 'push', messageId: message.id, body: message.body, shownAtMs: this.cluster.nowMs, ordinal: slot.ordinal });
       return true;
     };
@@ -501,6 +504,9 @@ export class Workload {
   ): void {
     const epoch = slot.status()?.epoch ?? -1;
     const base = { requestId: String(request.requestId), ackedAtMs: this.cluster.nowMs, ordinal: slot.ordinal, epoch };
+    if (method === 'ListHistory' || method === 'ReadMessages') {
+      this.hooks.onShown(response.messages as { id: string; body: string }[], method === 'ListHistory' ? 'history' : 'read-messages', slot);
+    }
     if (method === 'SendMessage') {
       const message = response.message as { id: string; body: string };
       this.acknowledge({ ...base, kind: 'sendMessage', body: String(request.body), messageId: message.id, sender: client.username }, slot);

@@ -5,6 +5,7 @@
  * Servers are started with startServer from processes.ts, alone or as a LoopbackCluster.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ChatClient } from '../../src/cli/chat-client.js';
 import { CLI_PATH, freePort, type ServerProcess, startServer } from './processes.js';
@@ -193,6 +194,8 @@ export class LoopbackCluster {
     private readonly clientPorts: readonly number[],
     private readonly peerPorts: readonly number[],
     private readonly extraArguments: readonly string[],
+    /** The cluster's own key prefix in the test etcd, so that its replicas share one record, and no other. */
+    private readonly etcdPrefix: string,
   ) {}
 
   /** Starts `replicas` replicas under `directory` and resolves once every one knows a leader. */
@@ -203,7 +206,7 @@ export class LoopbackCluster {
       clientPorts.push(await freePort());
       peerPorts.push(await freePort());
     }
-    const cluster = new LoopbackCluster(directory, clientPorts, peerPorts, extraArguments);
+    const cluster = new LoopbackCluster(directory, clientPorts, peerPorts, extraArguments, `/cli-${randomBytes(8).toString('hex')}/`);
     await Promise.all(clientPorts.map((_port, ordinal) => cluster.startReplica(ordinal)));
     return cluster;
   }
@@ -233,6 +236,7 @@ export class LoopbackCluster {
         '--ordinal', String(ordinal),
         '--peers', peers,
         '--peer-listen', `127.0.0.1:${this.peerPorts[ordinal]!}`,
+        '--etcd-prefix', this.etcdPrefix,
         ...this.extraArguments,
       ],
     });

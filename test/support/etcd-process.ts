@@ -45,6 +45,8 @@ export interface EtcdProcess {
 }
 
 export interface StartEtcdOptions {
+  /** False for an etcd shared by a whole test file: it then does not keep the process alive (default true). */
+  readonly keepsProcessAlive?: boolean;
   /** How long to wait for etcd to answer /health; default 20 s (a loaded CI machine). */
   readonly startTimeoutMs?: number;
   /** Prefix of the temp directory, to tell whose it is. */
@@ -138,6 +140,12 @@ async function startOnce(options: StartEtcdOptions): Promise<EtcdProcess> {
   });
   // A write to a watchdog that is gone must not crash this process.
   watchdog.stdin?.on('error', () => {});
+  if (options.keepsProcessAlive === false) {
+    // A store shared by a whole test file must not keep the test process alive once the tests are done;
+    // the watchdog still kills etcd when this process ends.
+    watchdog.unref();
+    for (const stream of [watchdog.stdin, watchdog.stdout, watchdog.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+  }
   let hasExited = false;
   const exited = new Promise<void>((resolve) => {
     watchdog.once('exit', () => {

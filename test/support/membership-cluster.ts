@@ -206,9 +206,16 @@ export class SendStream {
   }
 }
 
+/**
+ * Account creation and login hash the password with scrypt at OWASP's cost (src/api/password-hashing.ts),
+ * which takes seconds of CPU on a loaded two-core machine: those calls get a deadline far beyond the
+ * client's default 4 s per attempt, so that a slow hash is waited for rather than retried.
+ */
+export const PASSWORD_CALL_DEADLINE_MS = 30_000;
+
 /** Creates alice and bob through the cluster (unless they exist) and logs both in; resolves with alice's token. */
 export async function logInAlice(servers: readonly string[], createAccounts: boolean): Promise<string> {
-  const client = new ChatClient({ servers, tls: 'insecure' });
+  const client = new ChatClient({ servers, tls: 'insecure', deadlineMs: PASSWORD_CALL_DEADLINE_MS, retryBudgetMs: 2 * PASSWORD_CALL_DEADLINE_MS });
   try {
     if (createAccounts) {
       await client.createAccount('alice', PASSWORD);

@@ -27,6 +27,7 @@ import { computeStateDigest } from '../../src/storage/state-digest.js';
 import { cliEnvironment } from './cli-processes.js';
 import { type BridgeEtcd, etcdUnavailableReason, startEtcdOnBridge } from './netns-etcd.js';
 import { type NetnsHosts, createHosts, netnsUnavailableReason } from './netns.js';
+import { makePeerCertificates, type PeerCertificates } from './peer-certificates.js';
 import { CLI_PATH } from './processes.js';
 
 export const CLIENT_PORT = 50051;
@@ -111,20 +112,6 @@ export function clusterUnavailableReason(): string | undefined {
   return netnsUnavailableReason() ?? etcdUnavailableReason();
 }
 
-let configurationStoreFlag: boolean | undefined;
-/**
- * True once the built server takes `--configuration-store`. The flags are being added with the new
- * replication driver; until they are, the cluster runs without a store so that the suites still test the
- * code that exists. (Remove this check once the driver has landed.)
- */
-function serverTakesConfigurationStore(): boolean {
-  if (configurationStoreFlag === undefined) {
-    const help = spawnSync(process.execPath, [CLI_PATH, 'server', '--help'], { encoding: 'utf8', timeout: 15_000 });
-    configurationStoreFlag = `${help.stdout}${help.stderr}`.includes('--configuration-store');
-  }
-  return configurationStoreFlag;
-}
-
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -206,13 +193,15 @@ export class NetnsCluster {
   /** Exits that no kill or stop asked for (an assertion failure crashes a replica, for example). */
   private readonly crashes: string[] = [];
   private storeReader: EtcdConfigurationStore | undefined;
+  /** The cluster CA and each replica's peer certificate (chat-N.chat-peers): the peer port is mutual TLS. */
+  private peerCertificatesValue: PeerCertificates | undefined;
 
   private constructor(
     readonly hosts: NetnsHosts,
     /** Holds replica-i/ for every replica, and etcd/; removed by destroy(). */
     readonly dataRoot: string,
-    /** The configuration store, or undefined while the server has no --configuration-store flag. */
-    readonly etcd: BridgeEtcd | undefined,
+    /** The configuration store every replica uses. */
+    readonly etcd: BridgeEtcd,
     private readonly options: ClusterOptions,
   ) {
     this.replicas = Array.from({ length: hosts.count }, () => ({
@@ -232,11 +221,9 @@ export class NetnsCluster {
   static async create(options: ClusterOptions): Promise<NetnsCluster> {
     const hosts = await createHosts(options.prefix, options.size ?? 3);
     const dataRoot = mkdtempSync(join(tmpdir(), `replichat-netns-${options.prefix}-`));
-    let etcd: BridgeEtcd | undefined;
+    let etcd: BridgeEtcd;
     try {
-      if (serverTakesConfigurationStore()) {
-        etcd = await startEtcdOnBridge(hosts.bridgeAddress, join(dataRoot, 'etcd'), `etcd-${options.prefix}`);
-      }
+      etcd = await startEtcdOnBridge(hosts.bridgeAddress, join(dataRoot, 'etcd'), `etcd-${options.prefix}`);
     } catch (error) {
       await hosts.destroy();
       rmSync(dataRoot, { recursive: true, force: true });
@@ -261,6 +248,12 @@ export class NetnsCluster {
   /** The client addresses of the given replicas (all by default), for ChatClient's server list. */
   clientServers(indexes: readonly number[] = this.ordinals): string[] {
     return indexes.map((index) => this.clientAddress(index));
+  }
+
+  /** The peer certificates, made on first use in the data root. */
+  get peerCertificates(): PeerCertificates {
+    this.peerCertificatesValue ??= makePeerCertificates(join(this.dataRoot, 'peer-certs'));
+    return this.peerCertificatesValue;
   }
 
   /** The peer address replicas use for replica i: its StatefulSet-style name, resolved inside every host. */
@@ -296,9 +289,8 @@ export class NetnsCluster {
     return this.replica(index).incarnation;
   }
 
-  /** The flags every replica gets for the configuration store (none while the server has no store). */
+  /** The flags every replica gets for the configuration store. */
   private storeArguments(): string[] {
-    if (this.etcd === undefined) return [];
     return ['--configuration-store', 'etcd', '--etcd-endpoints', this.etcd.endpoint, '--etcd-prefix', ETCD_PREFIX, '--cluster-name', CLUSTER_NAME];
   }
 
@@ -330,6 +322,7 @@ export class NetnsCluster {
         '--advertise-address', this.clientAddress(index),
         '--insecure',
         '--data-dir', this.dataDirectory(index),
+        ...this.peerCertificates.serverArguments(index),
         ...this.storeArguments(),
         ...(this.options.extraArguments ?? []),
         ...(this.options.argumentsFor?.(index) ?? []),
@@ -593,17 +586,28 @@ export class NetnsCluster {
         if (leaders.length !== 1) return undefined;
         const leader = leaders[0]!;
         if (JSON.stringify(leader.inSync) !== expected || leader.commitIndex !== leader.lastIndex) return undefined;
+        // The in-sync set is the leader's (and the store's) to say; a follower's status may show an older one.
         const caughtUp = (answers as ReplicaStatus[]).every(
           (status) =>
             status.epoch === leader.epoch &&
             status.lastIndex === leader.lastIndex &&
-            status.commitIndex === leader.lastIndex &&
-            JSON.stringify(status.inSync) === expected,
+            status.commitIndex === leader.lastIndex,
         );
         return caughtUp ? leader : undefined;
       },
       timeoutMs,
     );
+  }
+
+  /**
+   * Waits until `members` are caught up (waitUntilCaughtUp), then SIGKILLs every running replica in the
+   * same instant, so that their files hold exactly the converged state for digests and message ids. A clean
+   * stop of every replica would not do: the last one still running takes over from those that left and
+   * writes entries the others never see.
+   */
+  async haltConverged(members: readonly number[] = this.ordinals, timeoutMs = 15_000): Promise<void> {
+    await this.waitUntilCaughtUp(members, timeoutMs);
+    await this.killTogether(this.ordinals.filter((index) => this.isRunning(index)));
   }
 
   /** waitUntilCaughtUp, resolving with the leader's ordinal. */
@@ -643,7 +647,6 @@ export class NetnsCluster {
 
   /** The record the configuration store holds now (read through the server's own etcd backend), or null. */
   async storeRecord(): Promise<ClusterRecord | null> {
-    if (this.etcd === undefined) throw new Error('this cluster runs without a configuration store');
     this.storeReader ??= new EtcdConfigurationStore({ endpoints: [this.etcd.endpoint], prefix: ETCD_PREFIX, clusterName: CLUSTER_NAME });
     return (await this.storeReader.read())?.record ?? null;
   }
@@ -653,7 +656,7 @@ export class NetnsCluster {
    * `keepStore`; everyone else (the clients in the root namespace included) still reaches it. `heal` ends it.
    */
   async partition(index: number, options: { from: readonly number[]; keepStore?: boolean }): Promise<void> {
-    const ports = this.etcd !== undefined && options.keepStore !== true ? [{ address: this.etcd.address, port: this.etcd.port }] : [];
+    const ports = options.keepStore === true ? [] : [{ address: this.etcd.address, port: this.etcd.port }];
     await this.hosts.cut(index, { addresses: options.from.map((other) => this.hosts.address(other)), ports });
   }
 
@@ -766,7 +769,7 @@ export class NetnsCluster {
     }
     await this.storeReader?.close().catch(() => undefined);
     await this.hosts.destroy();
-    await this.etcd?.stop();
+    await this.etcd.stop();
     this.unmountSmallDisks();
     rmSync(this.dataRoot, { recursive: true, force: true });
   }

@@ -73,7 +73,7 @@ let sharedEtcd: Promise<EtcdProcess> | undefined;
  * replicas one cluster.
  */
 export function testEtcd(): Promise<EtcdProcess> {
-  sharedEtcd ??= startEtcd();
+  sharedEtcd ??= startEtcd({ keepsProcessAlive: false });
   return sharedEtcd;
 }
 

@@ -19,6 +19,11 @@ export interface AppendMessage {
   readonly commitIndex: number;
   /** The leader's clock when it sent this, echoed in the reply (read rounds and liveness). */
   readonly sentAtMs: number;
+  /**
+   * The leader's run counter, echoed in the reply: the clock restarts with the process, so an echoed
+   * `sentAtMs` means something only to the run that sent it.
+   */
+  readonly leaderIncarnation: number;
   /** Set when the leader wants the follower's log-chain digest at its last index (to re-enter the in-sync set). */
   readonly requestDigest: boolean;
 }
@@ -40,6 +45,8 @@ export interface AppendReplyMessage {
   readonly incarnation: number;
   /** The `sentAtMs` of the append answered. */
   readonly echoSentAtMs: number;
+  /** The `leaderIncarnation` of the append answered (0 when the reply answers no append). */
+  readonly echoLeaderIncarnation: number;
   /** Whether the append answered carried entries (a heartbeat does not), for the leader's pipeline count. */
   readonly carriedEntries: boolean;
   /** The follower is fetching a snapshot: the leader sends it nothing else meanwhile. */

@@ -150,6 +150,15 @@ export interface ProtocolStatus {
 
 const BOOTSTRAP_ORDINAL = 0;
 
+/** A follower being re-admitted to the in-sync set; see ReplicaCore.proposeConfigurationChange. */
+interface PendingReadmission {
+  /** The store version the re-admission's swap names; null until the swap is sent. */
+  expectedVersion: string | null;
+  /** The commit index when it was first counted: it must hold this much before the store is asked. */
+  readonly requiredIndex: number;
+  readonly sinceMs: number;
+}
+
 export class ReplicaCore {
   private role: Role = 'follower';
   private currentEpoch: number;
@@ -194,7 +203,7 @@ export class ReplicaCore {
    * Followers counted for commits before the store lists them in sync (a re-admission in flight), with the
    * store version the swap named: until the store holds another version, the swap may still succeed.
    */
-  private readonly pendingInSync = new Map<number, string>();
+  private readonly pendingInSync = new Map<number, PendingReadmission>();
   /** Operator removals waiting for their turn (one change at a time). */
   private readonly removalsRequested = new Set<number>();
   /** Set while this leader hands over: it accepts no writes, and names `successor` once it caught up. */
@@ -616,9 +625,10 @@ export class ReplicaCore {
       if (record.epoch !== this.currentEpoch || record.leader !== this.ordinal) {
         this.stepDown(`the configuration store names replica ${record.leader} leader of epoch ${record.epoch}`);
       } else {
-        for (const [ordinal, expectedVersion] of [...this.pendingInSync]) {
+        for (const [ordinal, pending] of [...this.pendingInSync]) {
           // Settled either way once the store moved past the version the re-admission named.
-          if (record.inSync.includes(ordinal) || current.version !== expectedVersion) this.pendingInSync.delete(ordinal);
+          if (record.inSync.includes(ordinal)) this.pendingInSync.delete(ordinal);
+          else if (pending.expectedVersion !== null && current.version !== pending.expectedVersion) this.pendingInSync.delete(ordinal);
         }
         this.syncProgressWithMembers();
       }
@@ -659,8 +669,9 @@ export class ReplicaCore {
   private onSwapLost(request: Extract<StoreRequest, { kind: 'compareAndSwap' }>): void {
     // Someone else moved first. A leader whose epoch changed stepped down in learnRecord; otherwise the
     // next tick proposes again from the current record if the change is still wanted.
-    for (const [ordinal, expectedVersion] of [...this.pendingInSync]) {
-      if (this.stored?.version !== expectedVersion && !(this.stored?.record.inSync.includes(ordinal) ?? false)) {
+    for (const [ordinal, pending] of [...this.pendingInSync]) {
+      if (pending.expectedVersion === null) continue;
+      if (this.stored?.version !== pending.expectedVersion && !(this.stored?.record.inSync.includes(ordinal) ?? false)) {
         this.pendingInSync.delete(ordinal);
       }
     }
@@ -897,7 +908,7 @@ export class ReplicaCore {
     const ok = this.appendMatching(message);
     const matchIndex = ok ? message.prevIndex + message.entries.length : 0;
     this.send(message.from, {
-      ...this.appendReply(ok, matchIndex, message.sentAtMs, ok && message.requestDigest),
+      ...this.appendReply(ok, matchIndex, message.sentAtMs, ok && message.requestDigest, message.leaderIncarnation),
       carriedEntries: message.entries.length > 0,
     });
   }
@@ -924,7 +935,13 @@ export class ReplicaCore {
     this.output.entriesToPersist.push(entry);
   }
 
-  private appendReply(ok: boolean, matchIndex: number, echoSentAtMs: number, withDigest: boolean): AppendReplyMessage {
+  private appendReply(
+    ok: boolean,
+    matchIndex: number,
+    echoSentAtMs: number,
+    withDigest: boolean,
+    echoLeaderIncarnation = 0,
+  ): AppendReplyMessage {
     return {
       type: 'appendReply',
       from: this.ordinal,
@@ -935,6 +952,7 @@ export class ReplicaCore {
       lastEpoch: this.history.lastEpoch,
       incarnation: this.incarnation,
       echoSentAtMs,
+      echoLeaderIncarnation,
       carriedEntries: false,
       snapshotting: this.snapshotting,
       ...(withDigest ? { digest: { index: this.history.lastIndex, value: '' } } : {}),
@@ -1125,18 +1143,28 @@ export class ReplicaCore {
       swap(withoutMember(record, ordinal), `removed replica ${ordinal} from the members at an operator's request`);
       return;
     }
-    // 4. Re-admission of a caught-up follower whose state was verified equal.
+    // 4. Re-admission of a caught-up follower whose state was verified equal, in two steps, so that it
+    // works under a continuous stream of writes (the follower is never exactly at the end). First it is
+    // counted for commits: every entry committed from then on waits for it. Then, once it holds every entry
+    // committed before that moment, the store is asked to list it in sync.
     if (this.handover !== null) return;
     for (const [ordinal, progress] of this.progress) {
       if (record.inSync.includes(ordinal) || progress.leaving || progress.snapshotRequestedAtMs !== null) continue;
-      if (!this.caughtUp(progress)) continue;
-      if (progress.verifiedDigestIndex === 0 || progress.matchIndex < progress.verifiedDigestIndex) continue;
-      if (progress.matchIndex < this.commitIndex) continue;
-      // Counted for commits from now on, before the store is asked: every entry committed from here on
-      // waits for it, and it already holds every entry committed so far.
-      this.pendingInSync.set(ordinal, version);
-      swap(withInSync(record, ordinal), `re-admitted replica ${ordinal} to the in-sync set`);
-      return;
+      const pending = this.pendingInSync.get(ordinal);
+      if (pending === undefined) {
+        if (!this.caughtUp(progress)) continue;
+        if (progress.verifiedDigestIndex === 0 || progress.matchIndex < progress.verifiedDigestIndex) continue;
+        this.pendingInSync.set(ordinal, { expectedVersion: null, requiredIndex: this.commitIndex, sinceMs: this.nowMs });
+        continue;
+      }
+      if (pending.expectedVersion !== null) continue;
+      if (progress.matchIndex >= pending.requiredIndex) {
+        pending.expectedVersion = version;
+        swap(withInSync(record, ordinal), `re-admitted replica ${ordinal} to the in-sync set`);
+        return;
+      }
+      // Not asked yet, so nobody relies on it: a follower that does not catch up stops holding commits back.
+      if (this.nowMs - pending.sinceMs > this.timings.inSyncTimeoutMs) this.pendingInSync.delete(ordinal);
     }
   }
 
@@ -1230,6 +1258,7 @@ export class ReplicaCore {
       ...(entryRange === undefined ? {} : { entryRange }),
       commitIndex: this.commitIndex,
       sentAtMs: this.nowMs,
+      leaderIncarnation: this.incarnation,
       requestDigest,
     });
   }
@@ -1286,8 +1315,11 @@ export class ReplicaCore {
     if (this.caughtUp(progress)) progress.lastCaughtUpMs = this.nowMs;
     if (reply.ok) {
       progress.lastOkReplyMs = this.nowMs;
-      // Only an accepted append of this epoch confirms the read authority (see readConfirmedAtMs).
-      progress.lastAcceptedSentAtMs = Math.max(progress.lastAcceptedSentAtMs, Math.min(reply.echoSentAtMs, this.nowMs));
+      // Only an accepted append of this epoch, sent by this very run (its clock), confirms the read
+      // authority (see readConfirmedAtMs): a delayed reply to an earlier run's append says nothing of now.
+      if (reply.echoLeaderIncarnation === this.incarnation) {
+        progress.lastAcceptedSentAtMs = Math.max(progress.lastAcceptedSentAtMs, Math.min(reply.echoSentAtMs, this.nowMs));
+      }
       if (reply.carriedEntries) progress.inflightAppends = Math.max(0, progress.inflightAppends - 1);
       progress.nextIndex = Math.max(progress.nextIndex, progress.matchIndex + 1);
       // Everything sent is held: no append is outstanding, whatever became of their replies.
