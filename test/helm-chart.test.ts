@@ -9,6 +9,7 @@
  * - the objects have the properties the deployment relies on (the StatefulSet's probes and policies, the
  *   leader-only Service, the least-privilege Role …), read from the render rather than from the templates;
  * - the ServiceMonitor and PrometheusRule appear only when the cluster has their API;
+ * - NOTES.txt says how to make the Secrets, chat, check the status and scale, for the namespace at hand;
  * - k8s/ is exactly what scripts/render-k8s.sh makes from the chart now, and `kubectl kustomize k8s/` builds
  *   the same objects, moved whole into another namespace when kustomization.yaml names one;
  * - values.schema.json refuses a misspelt key at any depth, so helm fails instead of ignoring it;
@@ -261,6 +262,39 @@ describe('what the rendered objects promise', () => {
     expect(paths.sort()).toEqual(['ca.crt', ...[0, 1, 2, 3].flatMap((n) => [`chat-${n}.crt`, `chat-${n}.key`])].sort());
     const args: string[] = pod.containers[0].args;
     expect(args[args.indexOf('--peer-cert') + 1]).toBe('/etc/replichat/peer-tls/$(POD_NAME).crt');
+  });
+});
+
+describe('NOTES.txt', () => {
+  /** The notes helm prints after an install, rendered offline by a client-side dry run. */
+  function notes(args: readonly string[]): string {
+    const result = run('helm', ['install', 'replichat', CHART, '--dry-run=client', '--namespace', 'chat-prod', ...args]);
+    if (result.status !== 0) throw new Error(`helm install --dry-run failed: ${result.stderr}`);
+    return result.stdout.slice(result.stdout.indexOf('NOTES:'));
+  }
+
+  test('say how to make the Secrets, chat, check the status and scale, for the namespace installed into', () => {
+    const text = notes(['--set', 'replicas=4', '--set', 'rbac.maxReplicas=6']);
+    expect(text).toContain('kubectl -n chat-prod exec -it chat-cli -- replichat chat');
+    expect(text).toContain('kubectl -n chat-prod exec chat-0 -- replichat status');
+    expect(text).toContain('--set replicas=5');
+    // Scaling down removes the highest member first, then shrinks, then deletes its volume.
+    const remove = text.indexOf('replichat member remove 3');
+    const shrink = text.indexOf('--set replicas=3');
+    const deleteClaim = text.indexOf('delete pvc data-chat-3');
+    expect(remove).toBeGreaterThan(0);
+    expect(shrink).toBeGreaterThan(remove);
+    expect(deleteClaim).toBeGreaterThan(shrink);
+    expect(text).toContain('PEER_DOMAIN=chat-peers.chat-prod.svc.cluster.local');
+    expect(text).toContain('--from-file=chat-3.crt=certs/peer-3.pem');
+    expect(text).toContain('create secret generic chat-admin-token');
+  });
+
+  test('leave out what cert-manager does, and say when the monitoring API is missing', () => {
+    const text = notes(['--set', 'certManager.enabled=true', '--set', 'cli.enabled=false']);
+    expect(text).not.toContain('make-dev-certs.sh');
+    expect(text).toContain('no chat-cli pod');
+    expect(text).toContain('no monitoring.coreos.com/v1 API');
   });
 });
 

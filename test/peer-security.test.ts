@@ -441,6 +441,12 @@ describe('malformed input from an authenticated member', () => {
       refusedTypes.add(type);
     }
     expect([...refusedTypes].sort()).toEqual(['append', 'appendReply', 'handover', 'installSnapshot', 'join', 'leave', 'status']);
+    // Each replica logged refusals (at most ten a second), with the method and the reason.
+    for (const server of servers) {
+      const logged = server.logLines.filter((line) => line.msg === 'refused a peer call');
+      expect(logged.length).toBeGreaterThan(0);
+      expect(logged[logged.length - 1]).toMatchObject({ method: 'Deliver', code: 'INVALID_ARGUMENT' });
+    }
   }, 120_000);
 
   test('an envelope whose client address is not host:port is refused', async () => {
@@ -460,6 +466,11 @@ describe('afterwards', () => {
   test('every replica still runs, every kind of client command commits, and once stopped all state digests are equal', async () => {
     for (const server of servers) expect(server.process.exitCode).toBeNull();
     const { leader } = await clusterView();
+    // Refusals are logged: a follower that refused a real append (rather than catching up from a snapshot,
+    // which the digests alone would not tell apart) would log one from here on.
+    const refusals = (): number =>
+      servers.reduce((count, server) => count + server.logLines.filter((line) => line.msg === 'refused a peer call').length, 0);
+    const refusalsBefore = refusals();
     const raw = new RawChatClient(servers[leader]!.address);
     try {
       const password = 'after fuzz password';
@@ -481,6 +492,7 @@ describe('afterwards', () => {
     } finally {
       raw.close();
     }
+    expect(refusals()).toBe(refusalsBefore);
     // Stop followers first, so that the leader does not fail over while the others stop.
     for (const ordinal of [...ORDINALS.filter((candidate) => candidate !== leader), leader]) {
       expect(await servers[ordinal]!.stop()).toBe(0);

@@ -93,8 +93,6 @@ function splitHostPort(address: string): { host: string; port: number } {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  const removed = await cleanUpTempSnapshots(config.dataDirectory);
-  if (removed.length > 0) logger.info({ removed }, 'removed the temporary files of interrupted snapshots');
   // The peer port is mutual TLS, always: a certificate that does not name this replica fails here, at start.
   const peerTls = loadPeerTls(config.peerTls, config.clusterName, config.ordinal);
   const network = new GrpcPeerNetwork(
@@ -159,6 +157,9 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     { ordinal: config.ordinal, peers: config.peers, lastIndex: node.lastIndex, epoch: node.currentEpoch() },
     'opened the replica store',
   );
+  // Only now, with the data directory locked by this process, may files in it be deleted.
+  const removed = await cleanUpTempSnapshots(config.dataDirectory);
+  if (removed.length > 0) logger.info({ removed }, 'removed the temporary files of interrupted snapshots');
   const chatService: ChatService = new ChatService(node, config.limits, logger, metrics, config.adminToken);
 
   const peerServer = new grpc.Server({

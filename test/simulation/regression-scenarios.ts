@@ -137,11 +137,10 @@ export async function scenarioRestartedFollower(harness: Harness) {
   await cluster.runFor(100);
   cluster.crash(third, 'crash the third replica');
   await cluster.runFor(3000);
-  const followerLed = harness.checker.counters.leadershipsChecked;
   cluster.resume(leader);
   await cluster.runFor(500);
   await finish(harness, { leftDown: [third] });
-  return { leader, follower, dropped, acknowledgedWithoutFollower, followerLed };
+  return { leader, follower, dropped, acknowledgedWithoutFollower };
 }
 
 /**
@@ -346,28 +345,37 @@ export async function scenarioClockStep(harness: Harness) {
 
 /**
  * Found by the simulation (seeds 25, 37, 95): a takeover whose swap the store refused, and which so never
- * took effect, must be tried again. The leader crashes and stays down; the store refuses every request for
- * a second, so the first takeover swap fails; then the store is back. Writes must be acknowledged again.
+ * took effect, must be tried again. One follower is down and out of the in-sync set, so that the other is
+ * the only possible leader; the leader crashes and stays down; the store goes down the moment the first
+ * takeover swap is sent, so that swap is refused, and is back 200 ms later. Writes must be acknowledged
+ * again (invariant 6, with both crashed replicas left down).
  */
 export async function scenarioRefusedTakeover(harness: Harness) {
   const { cluster, workload } = harness;
   workload.start();
   await cluster.runFor(1000);
   const leader = cluster.recordedLeader()!;
+  // With the third replica down and out of the in-sync set, one replica only may take over.
+  const [, third] = othersThan(harness, leader) as [number, number];
+  cluster.crash(third, 'crash the third replica');
+  await cluster.runUntil(() => !cluster.recordedInSync().includes(third), 5000);
   let refusedTakeovers = 0;
   cluster.store.onSwapIssued = (byOrdinal, record) => {
-    if (byOrdinal !== leader && record.leader === byOrdinal && cluster.store.faults.outage === 'refuse') refusedTakeovers += 1;
+    if (refusedTakeovers > 0 || byOrdinal === leader || record.leader !== byOrdinal) return;
+    refusedTakeovers += 1;
+    cluster.store.faults.outage = 'refuse';
+    cluster.trace('store outage (refuse), as the first takeover swap is sent');
   };
   cluster.crash(leader, 'crash the leader');
-  cluster.store.faults.outage = 'refuse';
   await cluster.runUntil(() => refusedTakeovers > 0, 3000);
   await cluster.runFor(200);
   cluster.store.faults.outage = 'none';
+  cluster.store.onSwapIssued = undefined;
   const storeBackAtMs = cluster.nowMs;
   const acknowledgedBefore = harness.checker.counters.acknowledgements;
   const again = await cluster.runUntil(() => harness.checker.counters.acknowledgements > acknowledgedBefore, 5000);
   const writesAgainAfterMs = again ? cluster.nowMs - storeBackAtMs : undefined;
-  await finish(harness, { leftDown: [leader] });
+  await finish(harness, { leftDown: [leader, third] });
   return { leader, refusedTakeovers, writesAgainAfterMs };
 }
 

@@ -12,7 +12,8 @@ import { hashPassword } from '../../src/api/password-hashing.js';
 import { LEADER_METADATA_KEY } from '../../src/api/status-mapping.js';
 import { ChatClient, type ChatClientOptions } from '../../src/cli/chat-client.js';
 import type { Command } from '../../src/core/commands.js';
-import { epochFor, type Member } from '../../src/core/replication/types.js';
+import type { ClusterRecord } from '../../src/core/replication/cluster-record.js';
+import type { Member } from '../../src/core/replication/types.js';
 import { ReplicaStore } from '../../src/storage/replica-store.js';
 import { callUnary, chatServiceClient, pollUntil } from './netns-cluster.js';
 
@@ -62,16 +63,36 @@ export function seededMessageId(n: number): string {
   return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 }
 
+/** The cluster id of a seeded database; the store's record must carry the same (seededRecord). */
+export const SEEDED_CLUSTER_ID = 'seeded';
+const SEEDED_EPOCH = 1;
+
+/**
+ * The configuration store's record that goes with a seeded database: epoch 1 led by replica 0, the given
+ * members, and replica 0 alone in sync (the others start empty). Write it with
+ * NetnsCluster.createStoreRecord before the replicas start.
+ */
+export function seededRecord(members: readonly Member[]): ClusterRecord {
+  return {
+    epoch: SEEDED_EPOCH,
+    leader: 0,
+    members: [...members].sort((a, b) => a.ordinal - b.ordinal),
+    inSync: [0],
+    removed: [],
+    clusterId: SEEDED_CLUSTER_ID,
+  };
+}
+
 /**
  * Builds replica 0's database directly, as the protocol would have left it: `initializeCluster`, a
  * configuration entry (the given members, in-sync set {0}), accounts alice and bob (password PASSWORD), then
- * `messageCount` messages from alice to bob, all in epoch 1024 (counter 1, ordinal 0) and in one transaction,
- * which is what makes it fast: one fsync instead of one per entry. Started, replica 0 elects itself (it is
- * the whole in-sync set) and the other members, started empty, catch up from a snapshot.
+ * `messageCount` messages from alice to bob, all in epoch 1 and in one transaction, which is what makes it
+ * fast: one fsync instead of one per entry. With seededRecord in the store, replica 0 starts as the leader of
+ * epoch 1 (it is the whole in-sync set) and the other members, started empty, catch up from a snapshot.
  */
 export async function seedDatabase(path: string, options: SeedOptions): Promise<{ lastIndex: number; seconds: number }> {
   const startedAtMs = performance.now();
-  const epoch = epochFor(1, 0);
+  const epoch = SEEDED_EPOCH;
   const passwordHashes = { alice: await hashPassword(PASSWORD), bob: await hashPassword(PASSWORD) };
   const body = 'x'.repeat(options.bodyBytes ?? 64);
   const store = ReplicaStore.open(path);
@@ -83,7 +104,7 @@ export async function seedDatabase(path: string, options: SeedOptions): Promise<
       const append = (command: Command): void => {
         store.appendAndApply(epoch, command);
       };
-      append({ kind: 'initializeCluster', clusterId: 'seeded', sessionSecretHex: 'ab'.repeat(32), timestampMs: next() });
+      append({ kind: 'initializeCluster', clusterId: SEEDED_CLUSTER_ID, sessionSecretHex: 'ab'.repeat(32), timestampMs: next() });
       append({
         kind: 'configuration',
         configuration: { members: [...options.members].sort((a, b) => a.ordinal - b.ordinal), inSync: [0] },

@@ -651,6 +651,13 @@ export class NetnsCluster {
     return (await this.storeReader.read())?.record ?? null;
   }
 
+  /** Writes `record` as the store's first record (as replica 0 would when it creates the cluster). */
+  async createStoreRecord(record: ClusterRecord): Promise<void> {
+    this.storeReader ??= new EtcdConfigurationStore({ endpoints: [this.etcd.endpoint], prefix: ETCD_PREFIX, clusterName: CLUSTER_NAME });
+    const outcome = await this.storeReader.compareAndSwap(null, record);
+    if (!outcome.swapped) throw new Error(`the store already holds a record: ${JSON.stringify(outcome.current)}`);
+  }
+
   /**
    * Partitions replica i from the replicas `from` in both directions, and also from the store unless
    * `keepStore`; everyone else (the clients in the root namespace included) still reaches it. `heal` ends it.

@@ -589,10 +589,14 @@ export class ReplicaCore {
     const dueMs = this.role === 'leader' ? this.timings.storeCheckIntervalMs : this.timings.electionTimeoutMs;
     // After a failure, retry no faster than a heartbeat.
     if (this.storeProblem !== null && this.nowMs - this.lastStoreRequestMs < this.timings.heartbeatIntervalMs) return;
+    // A follower with a leader reads now and then too, so that what it reports (members, in-sync set) is
+    // never far behind; nothing it decides depends on that.
+    const sinceAnswerMs = this.nowMs - this.lastStoreAnswerMs;
     const readDue =
       this.storeReadWanted ||
-      (this.role === 'leader' && this.nowMs - this.lastStoreAnswerMs >= dueMs) ||
-      (this.role === 'follower' && this.leaderOrdinal === null && this.nowMs - this.lastStoreAnswerMs >= dueMs);
+      (this.role === 'leader' && sinceAnswerMs >= dueMs) ||
+      (this.role === 'follower' && this.leaderOrdinal === null && sinceAnswerMs >= dueMs) ||
+      (this.role === 'follower' && sinceAnswerMs >= 4 * this.timings.storeCheckIntervalMs);
     if (readDue) this.requestStore({ kind: 'read' });
   }
 
