@@ -66,12 +66,21 @@ function log(text) {
   process.stderr.write(`[compare-etcd] ${text}\n`);
 }
 
-/** Each system under test: how to start it, and one write of payload n on it. */
+/** Milliseconds for a line of text; null (every write failed) shows as a dash. */
+function ms(value) {
+  return value === null ? '-' : `${value.toFixed(2)} ms`;
+}
+
+function rounded(value) {
+  return value === null ? null : Number(value.toFixed(2));
+}
+
+/** Each system under test; BENCH_SYSTEMS=replichat-3,etcd-3 runs only those (the ratios need all three). */
 const SYSTEMS = [
   { name: 'replichat-1', kind: 'replichat', replicas: 1 },
   { name: 'replichat-3', kind: 'replichat', replicas: 3 },
   { name: 'etcd-3', kind: 'etcd', replicas: 3 },
-];
+].filter((system) => process.env.BENCH_SYSTEMS === undefined || process.env.BENCH_SYSTEMS.split(',').includes(system.name));
 
 async function startSystem(system, directory, round) {
   const name = `bench-${system.name}-r${round}`;
@@ -120,11 +129,11 @@ try {
         const count = messagesPerClientCount[clients] ?? 20 * clients;
         const measured = await runClosedLoop({ concurrency: clients, count, sendOne: (n) => running.send(written + n) });
         written += measured.acknowledged;
-        const errors = Object.values(measured.errorCodes).reduce((sum, value) => sum + value, 0);
+        const errors = Object.values(measured.errorCodes).reduce((sum, value) => sum + value.count, 0);
         results.push({ round, system: system.name, clients, writesPerSecond: measured.writesPerSecond, p50Ms: measured.p50Ms, p99Ms: measured.p99Ms, errors });
         log(
           `round ${round} ${system.name.padEnd(11)} ${String(clients).padStart(3)} clients: ${measured.writesPerSecond.toFixed(0).padStart(5)} writes/s, ` +
-            `p50 ${measured.p50Ms.toFixed(2)} ms, p99 ${measured.p99Ms.toFixed(2)} ms${errors > 0 ? `, errors ${JSON.stringify(measured.errorCodes)}` : ''}`,
+            `p50 ${ms(measured.p50Ms)}, p99 ${ms(measured.p99Ms)}${errors > 0 ? `, errors ${JSON.stringify(measured.errorCodes)}` : ''}`,
         );
       }
       // Half of saturation: an open loop at half the best throughput this run reached, for about 3 s.
@@ -132,11 +141,11 @@ try {
       const halfRate = saturation / 2;
       const half = await runOpenLoop({ ratePerSecond: halfRate, count: Math.max(50, Math.round(halfRate * HALF_LOAD_SECONDS)), sendOne: (n) => running.send(written + n) });
       written += half.acknowledged;
-      const halfErrors = Object.values(half.errorCodes).reduce((sum, value) => sum + value, 0);
+      const halfErrors = Object.values(half.errorCodes).reduce((sum, value) => sum + value.count, 0);
       halfLoad.push({ round, system: system.name, ratePerSecond: halfRate, p50Ms: half.p50Ms, p99Ms: half.p99Ms, errors: halfErrors });
       log(
         `round ${round} ${system.name.padEnd(11)} open loop at ${halfRate.toFixed(0)} writes/s (half of ${saturation.toFixed(0)}): ` +
-          `p50 ${half.p50Ms.toFixed(2)} ms, p99 ${half.p99Ms.toFixed(2)} ms${halfErrors > 0 ? `, errors ${JSON.stringify(half.errorCodes)}` : ''}`,
+          `p50 ${ms(half.p50Ms)}, p99 ${ms(half.p99Ms)}${halfErrors > 0 ? `, errors ${JSON.stringify(half.errorCodes)}` : ''}`,
       );
       const peakRssMegabytes = running.members.map((member) => Math.round(peakRssBytes(member.child.pid) / 2 ** 20));
       await running.stop();
@@ -157,15 +166,16 @@ try {
     for (const system of SYSTEMS) {
       row[system.name] = {
         writesPerSecond: Math.round(medianOf(system.name, clients, 'writesPerSecond')),
-        p50Ms: Number(medianOf(system.name, clients, 'p50Ms').toFixed(2)),
-        p99Ms: Number(medianOf(system.name, clients, 'p99Ms').toFixed(2)),
+        p50Ms: rounded(medianOf(system.name, clients, 'p50Ms')),
+        p99Ms: rounded(medianOf(system.name, clients, 'p99Ms')),
         errors: results.filter((result) => result.system === system.name && result.clients === clients).reduce((sum, result) => sum + result.errors, 0),
       };
     }
+    const ratio = (a, b) => (a === undefined || b === undefined || a === null || b === null || b === 0 ? null : rounded(a / b));
     row.ratios = {
-      replichat3OverEtcd3: Number((row['replichat-3'].writesPerSecond / row['etcd-3'].writesPerSecond).toFixed(2)),
-      replichat3OverReplichat1: Number((row['replichat-3'].writesPerSecond / row['replichat-1'].writesPerSecond).toFixed(2)),
-      etcd3P50OverReplichat3P50: Number((row['etcd-3'].p50Ms / row['replichat-3'].p50Ms).toFixed(2)),
+      replichat3OverEtcd3: ratio(row['replichat-3']?.writesPerSecond, row['etcd-3']?.writesPerSecond),
+      replichat3OverReplichat1: ratio(row['replichat-3']?.writesPerSecond, row['replichat-1']?.writesPerSecond),
+      etcd3P50OverReplichat3P50: ratio(row['etcd-3']?.p50Ms, row['replichat-3']?.p50Ms),
     };
     summary.clients[clients] = row;
     lines.push(
@@ -183,8 +193,8 @@ try {
     const mine = halfLoad.filter((entry) => entry.system === system.name);
     const entry = {
       ratePerSecond: Math.round(median(mine.map((one) => one.ratePerSecond))),
-      p50Ms: Number(median(mine.map((one) => one.p50Ms)).toFixed(2)),
-      p99Ms: Number(median(mine.map((one) => one.p99Ms)).toFixed(2)),
+      p50Ms: rounded(median(mine.map((one) => one.p50Ms))),
+      p99Ms: rounded(median(mine.map((one) => one.p99Ms))),
       errors: mine.reduce((sum, one) => sum + one.errors, 0),
     };
     summary.halfOfSaturation[system.name] = entry;

@@ -122,7 +122,18 @@ describe('regression scenarios of bugs the simulation found in the new protocol'
 
 describe('seeded random fault schedules', () => {
   test(`${seeds.length} seeds from ${seeds[0]} keep every check`, async () => {
-    const totals = { acknowledgedWrites: 0, reads: 0, elections: 0, crashes: 0, fatalCrashes: 0, snapshots: 0 };
+    const totals = {
+      acknowledgedWrites: 0,
+      reads: 0,
+      elections: 0,
+      crashes: 0,
+      fatalCrashes: 0,
+      snapshots: 0,
+      /** Runs whose invariant-6 check had replicas left down, and the slowest return of writes there. */
+      invariant6WithReplicasDown: 0,
+      writesAgainWorstMs: 0,
+      readmissionWorstMs: 0,
+    };
     // SIMULATION_KEEP_GOING=1 runs every seed and lists the failing ones at the end (for exploring).
     const keepGoing = process.env.SIMULATION_KEEP_GOING !== undefined;
     const failures: string[] = [];
@@ -135,6 +146,9 @@ describe('seeded random fault schedules', () => {
         totals.crashes += summary.crashes;
         totals.fatalCrashes += summary.fatalCrashes;
         totals.snapshots += summary.snapshots;
+        if ((summary.downDuringWritesAgain ?? 0) > 0) totals.invariant6WithReplicasDown += 1;
+        totals.writesAgainWorstMs = Math.max(totals.writesAgainWorstMs, Math.round(summary.writesAgainAfterMs ?? 0));
+        totals.readmissionWorstMs = Math.max(totals.readmissionWorstMs, Math.round(summary.readmittedAfterMs ?? 0));
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
         if (keepGoing) {

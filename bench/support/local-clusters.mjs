@@ -77,15 +77,24 @@ function serverHelp() {
 /** Sorted latencies summarised: p50 and p99 in ms. */
 export function latencySummary(latenciesMs) {
   const sorted = [...latenciesMs].sort((a, b) => a - b);
-  const at = (quantile) => sorted[Math.min(sorted.length - 1, Math.floor(quantile * sorted.length))] ?? NaN;
+  // No latency at all (every write failed) is null, not a number.
+  const at = (quantile) => sorted[Math.min(sorted.length - 1, Math.floor(quantile * sorted.length))] ?? null;
   return { p50Ms: at(0.5), p99Ms: at(0.99) };
 }
 
-/** The median of numbers (the mean of the middle two for an even count). */
+/** The median of numbers (the mean of the middle two for an even count), nulls left out; null if none. */
 export function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
+  const sorted = values.filter((value) => value !== null).sort((a, b) => a - b);
+  if (sorted.length === 0) return null;
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Counts a failed write by its gRPC status code, keeping the first message of each code to say why. */
+function countError(errorCodes, error) {
+  const code = error?.code ?? 'unknown';
+  const entry = (errorCodes[code] ??= { count: 0, first: String(error?.details ?? error?.message ?? error).slice(0, 200) });
+  entry.count += 1;
 }
 
 /**
@@ -106,8 +115,7 @@ export async function runClosedLoop({ concurrency, count, sendOne }) {
           await sendOne(n);
           latenciesMs.push(performance.now() - sentAtMs);
         } catch (error) {
-          const code = error?.code ?? 'unknown';
-          errorCodes[code] = (errorCodes[code] ?? 0) + 1;
+          countError(errorCodes, error);
         }
       }
     }),
@@ -133,10 +141,7 @@ export async function runOpenLoop({ ratePerSecond, count, sendOne }) {
       pending.push(
         sendOne(started).then(
           () => latenciesMs.push(performance.now() - sentAtMs),
-          (error) => {
-            const code = error?.code ?? 'unknown';
-            errorCodes[code] = (errorCodes[code] ?? 0) + 1;
-          },
+          (error) => countError(errorCodes, error),
         ),
       );
     }

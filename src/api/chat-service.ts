@@ -82,7 +82,8 @@ export interface WritePath {
 
 /** Receives one observation per finished RPC, for metrics. */
 export interface RpcObserver {
-  observe(method: string, code: grpc.status, durationSeconds: number): void;
+  /** `redirected`: the call was answered UNAVAILABLE with the leader's address (a redirect, not an error). */
+  observe(method: string, code: grpc.status, durationSeconds: number, redirected?: boolean): void;
 }
 
 interface Caller {
@@ -167,8 +168,8 @@ export class ChatService {
   ): grpc.handleUnaryCall<Request, unknown> {
     return (call, callback) => {
       const startedAt = process.hrtime.bigint();
-      const finish = (code: grpc.status): void => {
-        this.observer.observe(method, code, Number(process.hrtime.bigint() - startedAt) / 1e9);
+      const finish = (code: grpc.status, redirected = false): void => {
+        this.observer.observe(method, code, Number(process.hrtime.bigint() - startedAt) / 1e9, redirected);
       };
       const run = async (): Promise<unknown> => {
         if (call.request[MALFORMED_REQUEST] === true) {
@@ -185,7 +186,7 @@ export class ChatService {
         (error: unknown) => {
           const status = toServiceError(error);
           if (status.code === grpc.status.INTERNAL) this.reportBug(method, error);
-          finish(status.code);
+          finish(status.code, error instanceof UnavailableError && error.leaderAddress !== undefined);
           return callback(status);
         },
       );

@@ -16,6 +16,8 @@ export interface ServerConfig {
   readonly listenAddress: string;
   /** host:port for HTTP /metrics, /healthz and /readyz. */
   readonly metricsListenAddress: string;
+  /** host:port of a plaintext gRPC health-only server (Kubernetes' native gRPC probe), or undefined. */
+  readonly healthListenAddress: string | undefined;
   readonly tls: { readonly certificatePath: string; readonly keyPath: string } | 'insecure';
   /** Mutual TLS of the peer port, always: the cluster CA, and this replica's certificate and key from it. */
   readonly peerTls: { readonly caPath: string; readonly certificatePath: string; readonly keyPath: string };
@@ -192,6 +194,11 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     description: "namespace of the Lease and the pod (default: the service account's namespace)",
   },
   'pod-name': { type: 'string', description: 'this pod\'s name, for its role label (default: the host name)' },
+  'health-listen': {
+    type: 'string',
+    description:
+      'host:port of a plaintext gRPC server with grpc.health.v1 only, for probes that cannot speak TLS (the kubelet\'s); off by default',
+  },
 };
 
 export function environmentName(flag: string): string {
@@ -351,6 +358,7 @@ export function parseServerConfig(argv: readonly string[], environment: NodeJS.P
     dataDirectory,
     listenAddress,
     metricsListenAddress: hostPort('metrics-listen', value('metrics-listen')!),
+    healthListenAddress: value('health-listen') === undefined ? undefined : hostPort('health-listen', value('health-listen')!),
     tls: typeof tls === 'string' ? tls : Object.freeze(tls),
     peerTls: Object.freeze(peerTls as ServerConfig['peerTls']),
     logLevel,
@@ -472,7 +480,11 @@ function parsePeers(
     if (!template.includes('{ordinal}')) throw new ConfigError('--peer-template must contain {ordinal}');
     if (replicas === undefined) throw new ConfigError('--peer-template needs --replicas');
     const count = positiveInteger('replicas', replicas, 1000);
-    return Array.from({ length: count }, (_, index) => ({
+    // A pod past --replicas (after `kubectl scale statefulset chat --replicas=N+1`) is a replica being
+    // added: it knows its own address from the template and joins the cluster by snapshot.
+    const ordinals = Array.from({ length: count }, (_, index) => index);
+    if (ordinal >= count) ordinals.push(ordinal);
+    return ordinals.map((index) => ({
       ordinal: index,
       address: hostPort('peer-template', template.replaceAll('{ordinal}', String(index))),
     }));

@@ -101,6 +101,8 @@ export class ReplicaNode implements WritePath {
   /** While the database file is being swapped for a snapshot, the store is closed: inputs are dropped. */
   private swapping = false;
   private lastRole: Role | undefined;
+  /** Resolves when the snapshot swap in progress is done. */
+  private swapDone: Promise<void> = Promise.resolve();
   private lastWaitingReason: string | null = null;
   private storeReachable = true;
 
@@ -128,6 +130,7 @@ export class ReplicaNode implements WritePath {
       this.store.protocolState(),
       incarnation,
       randomUUID(),
+      this.store.storageId(() => randomUUID()),
     );
     this.clientAddressByOrdinal.set(options.ordinal, options.clientAddress);
   }
@@ -431,6 +434,8 @@ export class ReplicaNode implements WritePath {
     const output = this.core.takeOutput();
     this.persistPromises(output);
     if (output.becameLeader) {
+      // A replica seeded from a backup creates its cluster once; after that it is an ordinary replica.
+      this.store.clearRestoredFromBackup();
       this.observer.onElection();
       this.logger.info({ epoch: this.core.epoch, lastIndex: this.store.lastIndex }, 'became the leader');
     }
@@ -481,7 +486,9 @@ export class ReplicaNode implements WritePath {
             .then((outcome) => ({ kind: 'compareAndSwap', swapped: outcome.swapped, current: outcome.current }));
     asked
       .catch((error: unknown): StoreAnswer => ({ kind: 'failed', reason: error instanceof Error ? error.message : String(error) }))
-      .then((answer) => {
+      .then(async (answer) => {
+        // While the database is swapped for a snapshot nothing may be persisted: the answer waits for the swap.
+        while (this.swapping && !this.stopped) await this.swapDone;
         if (this.stopped) return;
         const reachable = answer.kind !== 'failed';
         this.observer.onConfigurationStoreAnswer?.(reachable);
@@ -509,7 +516,13 @@ export class ReplicaNode implements WritePath {
     }));
     this.seams.storageFaults?.beforeWrite('entries');
     const startedAtMs = this.clock.nowMs();
-    this.store.applyEntries(logEntries);
+    try {
+      this.store.applyEntries(logEntries);
+    } catch (error) {
+      // The core already counts these entries as held: a replica whose state machine refuses one has
+      // diverged, whatever the error's class. It stops, and recovers (or is repaired) at the next start.
+      this.seams.fatal(error, 'applying replicated entries');
+    }
     this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
     this.seams.storageFaults?.afterWrite('entries');
     this.truncateLogIfLong();
@@ -612,12 +625,15 @@ export class ReplicaNode implements WritePath {
       const promises = this.store.localPromises();
       this.seams.storageFaults?.beforeWrite('snapshot');
       this.swapping = true;
+      let swapped!: () => void;
+      this.swapDone = new Promise((resolve) => (swapped = resolve));
       this.store.close();
       try {
         await swapInSnapshot(fetched.tempPath, this.databasePath);
       } finally {
         this.store = ReplicaStore.open(this.databasePath);
         this.swapping = false;
+        swapped();
       }
       this.store.restoreLocalPromises(promises);
       this.seams.storageFaults?.afterWrite('snapshot');

@@ -200,6 +200,18 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   const clientPort = await new Promise<number>((resolve, reject) => {
     grpcServer.bindAsync(config.listenAddress, credentials, (error, port) => (error ? reject(error) : resolve(port)));
   });
+  // The kubelet's native gRPC probe speaks no TLS: it gets a plaintext port that serves health and nothing else.
+  let healthServer: grpc.Server | undefined;
+  if (config.healthListenAddress !== undefined) {
+    healthServer = new grpc.Server();
+    health.addToServer(healthServer);
+    const listening = healthServer;
+    await new Promise<number>((resolve, reject) => {
+      listening.bindAsync(config.healthListenAddress!, grpc.ServerCredentials.createInsecure(), (error, port) =>
+        error ? reject(error) : resolve(port),
+      );
+    });
+  }
   const metricsAddress = splitHostPort(config.metricsListenAddress);
   const http = await startHttpServer(metricsAddress.host, metricsAddress.port, metrics.registry, {
     notReadyReason: () => {
@@ -239,6 +251,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       // never makes writes wait for a timeout.
       await node.shutDownGracefully(Math.min(config.shutdownGraceMs, 5_000));
       peerServer.forceShutdown();
+      healthServer?.forceShutdown();
       network.close();
       await closeHttp(http.server);
       node.stop();

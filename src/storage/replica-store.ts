@@ -34,7 +34,7 @@ interface LogPosition {
 const RECENT_CHAIN_ENTRIES = 4096;
 
 /** The per-replica rows of local_metadata that a snapshot swap must carry over (they are this replica's promises). */
-const LOCAL_PROMISE_KEYS = ['current_epoch', 'campaign', 'run_counter'] as const;
+const LOCAL_PROMISE_KEYS = ['current_epoch', 'campaign', 'run_counter', 'storage_id'] as const;
 
 export class ReplicaStore {
   readonly chat: ChatState;
@@ -220,6 +220,20 @@ export class ReplicaStore {
   setCampaign(campaign: Campaign | null): void {
     if (campaign === null) this.metadataDelete.run('campaign');
     else this.metadataSet.run('campaign', JSON.stringify(campaign));
+  }
+
+  /** Clears the mark `replichat restore` leaves, once the restored replica created its cluster. */
+  clearRestoredFromBackup(): void {
+    this.metadataDelete.run('restored_from_backup');
+  }
+
+  /** This database's random identifier, made at its first use (see AppendReplyMessage.storageId). */
+  storageId(makeOne: () => string): string {
+    const existing = this.metadata('storage_id');
+    if (existing !== undefined) return existing;
+    const made = makeOne();
+    this.metadataSet.run('storage_id', made);
+    return made;
   }
 
   /** Raises and persists the run counter; each start of the replica process is a new incarnation. */

@@ -224,6 +224,7 @@ function messageSchema(limits: PeerMessageLimits) {
       lastIndex: logIndex,
       lastEpoch: epoch,
       incarnation: safeCount,
+      storageId: z.string().regex(/^[0-9a-f-]{1,64}$/),
       echoSentAtMs: clockMs,
       echoLeaderIncarnation: safeCount,
       carriedEntries: z.boolean(),

@@ -42,6 +42,7 @@ export interface RunSummary {
   readonly snapshots: number;
   readonly storeSwaps: number;
   readonly writesAgainAfterMs: number | undefined;
+  readonly downDuringWritesAgain: number | undefined;
   readonly readmittedAfterMs: number | undefined;
   readonly events: number;
 }
@@ -53,6 +54,8 @@ export class Harness {
   readonly random: Random;
   writesAgainAfterMs: number | undefined;
   readmittedAfterMs: number | undefined;
+  /** How many replicas were down while invariant 6 was checked (undefined: it did not apply). */
+  downDuringWritesAgain: number | undefined;
   private readonly removeRejectionFilter: () => void;
 
   constructor(readonly options: HarnessOptions) {
@@ -144,6 +147,7 @@ export class Harness {
       );
     }
     this.writesAgainAfterMs = cluster.nowMs - healedAtMs;
+    this.downDuringWritesAgain = down.length;
     cluster.trace(`invariant 6: writes acknowledged again after ${this.writesAgainAfterMs.toFixed(1)} ms, {${down.join(',')}} down`);
     return true;
   }
@@ -214,6 +218,7 @@ export class Harness {
       snapshots: cluster.network.counters.snapshotsServed,
       storeSwaps: swaps.length,
       writesAgainAfterMs: this.writesAgainAfterMs,
+      downDuringWritesAgain: this.downDuringWritesAgain,
       readmittedAfterMs: this.readmittedAfterMs,
       events: cluster.scheduler.eventsRun,
     };

@@ -25,6 +25,10 @@ export interface FollowerProgress {
   snapshotRequestedAtMs: number | null;
   /** The follower run that last replied; see AppendReplyMessage.incarnation. */
   incarnation: number;
+  /** The follower's database; see AppendReplyMessage.storageId. Null until it first replies. */
+  storageId: string | null;
+  /** Databases of this follower that were replaced (lost disks): their delayed replies are ignored. */
+  readonly retiredStorageIds: Set<string>;
   /** The follower asked to leave the in-sync set (a graceful stop). */
   leaving: boolean;
 }
@@ -44,6 +48,8 @@ export function newProgress(nowMs: number, lastIndex: number): FollowerProgress 
     verifiedDigestIndex: 0,
     snapshotRequestedAtMs: null,
     incarnation: 0,
+    storageId: null,
+    retiredStorageIds: new Set(),
     leaving: false,
   };
 }

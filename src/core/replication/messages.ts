@@ -43,6 +43,12 @@ export interface AppendReplyMessage {
    * a newer run with a shorter log means the follower lost its disk: what the leader believed it held is reset.
    */
   readonly incarnation: number;
+  /**
+   * A random identifier made when the follower's database was first created. A different one means a new
+   * disk (the run counter starts again there): what the leader believed it held is reset, and replies
+   * from the lost disk, delayed in the network, are ignored from then on.
+   */
+  readonly storageId: string;
   /** The `sentAtMs` of the append answered. */
   readonly echoSentAtMs: number;
   /** The `leaderIncarnation` of the append answered (0 when the reply answers no append). */

@@ -163,6 +163,8 @@ export class ReplicaCore {
   private role: Role = 'follower';
   private currentEpoch: number;
   private campaign: Campaign | null;
+  /** The record the pending campaign asks for, to send again after a failed swap (not persisted). */
+  private campaignRecord: ClusterRecord | null = null;
   private readonly history: EpochHistory;
   private logConfiguration: Configuration | null;
   private readonly restoredFromBackup: boolean;
@@ -189,6 +191,9 @@ export class ReplicaCore {
   private installedSnapshotLastIndex = 0;
   private leaderLostAtMs: number | null = null;
   private lastStatusBroadcastMs = Number.NEGATIVE_INFINITY;
+  private lastFollowerTickMs = Number.NEGATIVE_INFINITY;
+  /** The replica a snapshot is being fetched from: it hears where this replica stands once it is installed. */
+  private snapshotSource: number | null = null;
   private readonly statuses = new Map<number, ReceivedStatus>();
   private waitingReason: string | null = null;
 
@@ -224,6 +229,8 @@ export class ReplicaCore {
     private readonly incarnation: number,
     /** A random identifier the driver drew, used only if this replica creates a brand-new cluster. */
     private readonly newClusterId: string,
+    /** This replica's database, made when it was created; see AppendReplyMessage.storageId. */
+    private readonly storageId: string,
   ) {
     assert(timings.inSyncTimeoutMs > timings.heartbeatIntervalMs, 'the in-sync timeout must exceed the heartbeat');
     assert(timings.electionTimeoutMs > timings.heartbeatIntervalMs, 'the election timeout must exceed the heartbeat');
@@ -552,7 +559,10 @@ export class ReplicaCore {
     this.logConfiguration = state.configuration;
     this.snapshotting = false;
     this.installedSnapshotLastIndex = state.lastIndex;
-    if (this.leaderOrdinal !== null) this.send(this.leaderOrdinal, this.appendReply(false, 0, 0, false));
+    const source = this.leaderOrdinal ?? this.snapshotSource;
+    this.snapshotSource = null;
+    this.lastLeaderContactMs = this.nowMs;
+    if (source !== null) this.send(source, this.appendReply(false, 0, 0, false));
   }
 
   /** The driver deleted log entries before `firstIndex` (they are kept in the state; snapshots carry them). */
@@ -616,6 +626,8 @@ export class ReplicaCore {
   private learnRecord(current: StoredRecord | null): void {
     this.storeKnown = true;
     const bootstrapping = this.campaign !== null && this.campaign.expectedVersion === null;
+    const campaignBefore = this.campaign;
+    const epochBefore = this.currentEpoch;
     if (current === null) {
       this.stored = null;
     } else if (this.stored === null || this.stored.version !== current.version) {
@@ -644,12 +656,23 @@ export class ReplicaCore {
       this.lastLeaderContactMs = this.nowMs;
     }
     if (this.role === 'follower' && record.leader === this.ordinal && record.epoch >= this.currentEpoch) {
-      // The store names this replica: a won campaign, a handover to it, or its own epoch after a restart.
-      // A replica with an empty log leads only the cluster it has just created: an empty log named leader
-      // is a lost disk, and leading with it would discard the cluster's data; the others take over.
-      const mayLead = (this.campaign === null || this.campaign.epoch <= record.epoch) && (!this.emptyLog() || bootstrapping);
-      if (mayLead) this.becomeLeader(record.epoch, bootstrapping);
-      else this.waitingReason = 'the store names this replica leader, but its log is empty (a lost disk?): the others take over';
+      // The store names this replica. A won campaign, or a handover to it (an epoch newer than any it had
+      // accepted), makes it lead that epoch. Its own older epoch (it led, then restarted or stepped down)
+      // does not: what that run counted for commits is forgotten, and a swap it sent may still land, so it
+      // takes a new epoch by a swap of its own. A replica with an empty log leads only the cluster it has
+      // just created: an empty log named leader is a lost disk, and the others take over.
+      const won = campaignBefore !== null && record.epoch === campaignBefore.epoch;
+      const handedOver = campaignBefore === null && record.epoch > epochBefore;
+      if (this.emptyLog() && !bootstrapping) {
+        this.waitingReason = 'the store names this replica leader, but its log is empty (a lost disk?): the others take over';
+      } else if (won || handedOver) {
+        this.becomeLeader(record.epoch, bootstrapping);
+      } else if (this.campaign === null && this.canSwap()) {
+        this.startCampaign(
+          takeoverRecord(record, this.ordinal, record.inSync),
+          `took over again as leader of epoch ${record.epoch + 1} after a restart`,
+        );
+      }
     }
   }
 
@@ -691,6 +714,7 @@ export class ReplicaCore {
     const campaign: Campaign = { epoch: record.epoch, expectedVersion: this.stored.version };
     assert(campaign.epoch > this.currentEpoch, `a campaign for epoch ${campaign.epoch} is not newer than ${this.currentEpoch}`);
     this.campaign = campaign;
+    this.campaignRecord = record;
     this.output.persistCampaign = campaign;
     this.requestStore({ kind: 'compareAndSwap', expectedVersion: this.stored.version, record, purpose });
   }
@@ -699,7 +723,15 @@ export class ReplicaCore {
   // Follower side: following, taking over, joining.
 
   private followerTick(): void {
-    if (this.leaderOrdinal !== null && this.nowMs - this.lastLeaderContactMs > this.timings.electionTimeoutMs) {
+    if (this.nowMs - this.lastFollowerTickMs > this.timings.electionTimeoutMs) {
+      // This replica itself did not run for a while (a pause, a starved CPU): the silence was its own, so
+      // the leader gets a fresh election timeout rather than being deposed for it.
+      this.lastLeaderContactMs = this.nowMs;
+    }
+    this.lastFollowerTickMs = this.nowMs;
+    // A follower fetching a snapshot hears only reminders from its leader; it keeps that leader meanwhile.
+    const silent = this.nowMs - this.lastLeaderContactMs > this.timings.electionTimeoutMs;
+    if (this.leaderOrdinal !== null && silent && !this.snapshotting) {
       this.leaderOrdinal = null;
       this.leaderLostAtMs = this.nowMs;
       // Learn at once whether the store already names someone else.
@@ -729,6 +761,10 @@ export class ReplicaCore {
     }
     if (this.campaign !== null) {
       this.waitingReason = `asking the configuration store to name this replica leader of epoch ${this.campaign.epoch}`;
+      // A swap that failed (a timeout, the store down) may not have taken effect: while the store still
+      // holds the version it named, the same swap is sent again. Nothing else may be sent meanwhile.
+      const stillPossible = this.campaign.expectedVersion === (this.stored?.version ?? null);
+      if (stillPossible && this.canSwap()) this.resendCampaign(this.campaign);
       return;
     }
     if (this.stored === null) return this.considerBootstrap();
@@ -787,6 +823,33 @@ export class ReplicaCore {
     this.startCampaign(next, `took over as leader of epoch ${next.epoch} (in sync: ${next.inSync.join(', ')})`);
   }
 
+  private resendCampaign(campaign: Campaign): void {
+    const record =
+      this.campaignRecord !== null && this.campaignRecord.epoch === campaign.epoch
+        ? this.campaignRecord
+        : this.stored === null
+          ? this.bootstrapRecord()
+          : takeoverRecord(this.stored.record, this.ordinal, []);
+    if (record.epoch !== campaign.epoch) return;
+    this.requestStore({
+      kind: 'compareAndSwap',
+      expectedVersion: campaign.expectedVersion,
+      record,
+      purpose: `asked again to lead epoch ${record.epoch}`,
+    });
+  }
+
+  private bootstrapRecord(): ClusterRecord {
+    return {
+      epoch: Math.max(1, this.currentEpoch + 1),
+      leader: this.ordinal,
+      members: [...this.peers].sort((a, b) => a.ordinal - b.ordinal),
+      inSync: [this.ordinal],
+      removed: [],
+      clusterId: this.newClusterId,
+    };
+  }
+
   /** A brand-new cluster is created once, by replica 0, when the store holds no record. */
   private considerBootstrap(): void {
     if (this.ordinal !== BOOTSTRAP_ORDINAL) {
@@ -802,15 +865,9 @@ export class ReplicaCore {
       return;
     }
     if (!this.canSwap()) return;
-    const record: ClusterRecord = {
-      epoch: Math.max(1, this.currentEpoch + 1),
-      leader: this.ordinal,
-      members: [...this.peers].sort((a, b) => a.ordinal - b.ordinal),
-      inSync: [this.ordinal],
-      removed: [],
-      clusterId: this.newClusterId,
-    };
+    const record = this.bootstrapRecord();
     this.waitingReason = 'creating the cluster in the configuration store';
+    this.campaignRecord = record;
     this.campaign = { epoch: record.epoch, expectedVersion: null };
     this.output.persistCampaign = this.campaign;
     this.requestStore({ kind: 'compareAndSwap', expectedVersion: null, record, purpose: `created the cluster (epoch ${record.epoch})` });
@@ -955,6 +1012,7 @@ export class ReplicaCore {
       lastIndex: this.history.lastIndex,
       lastEpoch: this.history.lastEpoch,
       incarnation: this.incarnation,
+      storageId: this.storageId,
       echoSentAtMs,
       echoLeaderIncarnation,
       carriedEntries: false,
@@ -975,6 +1033,7 @@ export class ReplicaCore {
       return;
     }
     this.snapshotting = true;
+    this.snapshotSource = message.from;
     this.output.fetchSnapshotFrom = message.from;
   }
 
@@ -1055,7 +1114,8 @@ export class ReplicaCore {
     this.output.becameLeader = true;
     const record = this.stored!.record;
     const configuration: Configuration = { members: record.members, inSync: record.inSync };
-    if (bootstrap || this.history.lastIndex === 0) this.appendOwnEntry({ initialize: true });
+    // Only a brand-new log gets the cluster's secrets; a log restored from a backup already has them.
+    if (this.history.lastIndex === 0) this.appendOwnEntry({ initialize: true });
     // The first entry of an epoch (like Raft's no-op) carries the configuration: followers with a
     // divergent tail find out, and nothing is acknowledged until every in-sync member holds it.
     this.appendOwnEntry({ configuration });
@@ -1158,7 +1218,10 @@ export class ReplicaCore {
       if (pending === undefined) {
         if (!this.caughtUp(progress)) continue;
         if (progress.verifiedDigestIndex === 0 || progress.matchIndex < progress.verifiedDigestIndex) continue;
-        this.pendingInSync.set(ordinal, { expectedVersion: null, requiredIndex: this.commitIndex, sinceMs: this.nowMs });
+        // Acknowledged writes may lie anywhere up to the epoch's first entry (the previous leader acknowledged
+        // them) or up to the commit index: the follower must hold both before it can be listed.
+        const requiredIndex = Math.max(this.commitIndex, this.epochStartIndex);
+        this.pendingInSync.set(ordinal, { expectedVersion: null, requiredIndex, sinceMs: this.nowMs });
         continue;
       }
       if (pending.expectedVersion !== null) continue;
@@ -1287,6 +1350,20 @@ export class ReplicaCore {
     if (this.role !== 'leader' || reply.epoch < this.currentEpoch) return;
     const progress = this.progress.get(reply.from);
     if (progress === undefined) return;
+    if (progress.storageId === null) {
+      progress.storageId = reply.storageId;
+    } else if (reply.storageId !== progress.storageId) {
+      // A delayed reply from a disk this follower has since lost says nothing about what it holds now.
+      if (progress.retiredStorageIds.has(reply.storageId)) return;
+      // A new disk: believe only what it holds now; its run counter starts again.
+      if (progress.retiredStorageIds.size < 16) progress.retiredStorageIds.add(progress.storageId);
+      progress.storageId = reply.storageId;
+      progress.incarnation = 0;
+      progress.matchIndex = 0;
+      progress.nextIndex = this.history.lastIndex + 1;
+      progress.inflightAppends = 0;
+      progress.verifiedDigestIndex = 0;
+    }
     if (reply.incarnation < progress.incarnation) return; // From a run of the follower that has since ended.
     if (reply.incarnation > progress.incarnation) {
       // The follower restarted. If it came back with less than we believed it held, it lost its disk:

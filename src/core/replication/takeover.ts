@@ -40,11 +40,16 @@ export function chooseTakeover(
   // A replica that still hears the recorded leader means the leader is alive and only this replica lost
   // it (a one-way or partial partition): taking over would only disrupt. The leader drops this replica
   // from the in-sync set if it stays unreachable.
-  const stillFollowing = others.find(
-    (status) => status.leaderOrdinal === record.leader && status.epoch >= record.epoch && status.ordinal !== record.leader,
-  );
+  // The same goes for the recorded leader answering that it still leads.
+  const stillFollowing = others.find((status) => status.leaderOrdinal === record.leader && status.epoch >= record.epoch);
   if (stillFollowing !== undefined) {
-    return { kind: 'wait', reason: `replica ${stillFollowing.ordinal} still follows leader ${record.leader}` };
+    return {
+      kind: 'wait',
+      reason:
+        stillFollowing.ordinal === record.leader
+          ? `leader ${record.leader} still answers that it leads epoch ${record.epoch}`
+          : `replica ${stillFollowing.ordinal} still follows leader ${record.leader}`,
+    };
   }
   const eligible = [self, ...others].filter(
     (status) => record.inSync.includes(status.ordinal) && status.ordinal !== record.leader,
