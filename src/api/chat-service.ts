@@ -19,7 +19,7 @@ import {
   UnavailableError,
 } from '../core/errors.js';
 import type { ChatLimits } from '../core/limits.js';
-import { deriveSessionToken, type SessionKey, verifySessionToken } from '../core/session-token.js';
+import { deriveSessionToken, type SessionKey, verifySessionToken } from './session-token.js';
 import {
   decodePageToken,
   encodePageToken,

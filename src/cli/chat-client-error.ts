@@ -42,6 +42,10 @@ export class ChatClientError extends Error {
     if (error instanceof ChatClientError) return error;
     if (isServiceError(error)) {
       const details = error.details || error.message;
+      // grpc-js words its own deadline as `Deadline exceeded after 0.918s,LB pick: 0.001s,remote_addr=...`.
+      if (error.code === grpc.status.DEADLINE_EXCEEDED && /^Deadline exceeded/.test(details)) {
+        return new ChatClientError(error.code, 'the server did not answer in time', error.metadata);
+      }
       const failure = error.code === grpc.status.UNAVAILABLE ? explainConnectionFailure(details) : undefined;
       return failure === undefined
         ? new ChatClientError(error.code, details, error.metadata)

@@ -97,7 +97,7 @@ export interface UpgradePasswordHashCommand extends RequestEnvelope {
 
 /**
  * The RotateSessionKey admin RPC: a new token-signing key, which signs every session from now on. Every older
- * key still live retires at `previousKeysRetireAtMs` (src/core/session-token.ts).
+ * key still live retires at `previousKeysRetireAtMs` (src/api/session-token.ts).
  */
 export interface RotateSessionKeyCommand extends RequestEnvelope {
   readonly kind: 'rotateSessionKey';

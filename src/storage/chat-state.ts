@@ -24,7 +24,7 @@ import {
   type StoredMessage,
 } from '../core/commands.js';
 import type { Configuration } from '../core/replication/types.js';
-import type { SessionKey } from '../core/session-token.js';
+import type { SessionKey } from '../core/session-key.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -497,7 +497,7 @@ export class ChatState {
 
   /**
    * The token-signing keys not yet dropped: the cluster's first secret as key 0 until the first rotation,
-   * then the list the rotations keep (src/core/session-token.ts says which are accepted when).
+   * then the list the rotations keep (src/api/session-token.ts says which are accepted when).
    */
   sessionKeys(): SessionKey[] {
     const stored = this.clusterValue('session_keys');

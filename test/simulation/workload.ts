@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ClientCommand, CommandResult } from '../../src/core/commands.js';
-import { deriveSessionToken } from '../../src/core/session-token.js';
+import { deriveSessionToken } from '../../src/api/session-token.js';
 import { LEADER_METADATA_KEY } from '../../src/api/status-mapping.js';
 import type { Random } from './random.js';
 import type { ReplicaSlot, SimulatedCluster } from './simulated-cluster.js';

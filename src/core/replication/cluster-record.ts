@@ -20,8 +20,9 @@ export interface ClusterRecord {
   /** Ordinals an operator removed: they wait to be wiped before they may join again. */
   readonly removed: readonly number[];
   /**
-   * A random identifier made when the cluster was first created, so that replicas of two clusters that
-   * share a store prefix by mistake never mix.
+   * A random identifier made when the cluster was first created; it becomes the cluster id of the log's
+   * initialize entry, so that logs and the record can be matched by eye. Replicas do not check it yet:
+   * --cluster-name and the peer certificates keep clusters apart.
    */
   readonly clusterId: string;
 }

@@ -861,7 +861,8 @@ export class ReplicaCore {
       // pointed elsewhere, and starting afresh would silently fork the data.
       this.waitingReason =
         'the configuration store holds no cluster record, but this replica has data: check --etcd-prefix and ' +
-        '--cluster-name, or restore the record with `replichat recover`';
+        '--cluster-name (or the Lease name); if the store lost its data, restore it from its own backup, or seed a ' +
+        'new cluster from this data with `replichat backup` and `replichat restore`';
       return;
     }
     if (!this.canSwap()) return;

@@ -13,17 +13,15 @@
  * the same token.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { SessionKey } from '../core/session-key.js';
+
+export type { SessionKey };
 
 const SESSION_ID_PATTERN = /^[0-9a-f]{32}$/;
 const KEY_ID_PATTERN = /^[1-9][0-9]{0,15}$/;
 const TOKEN_MAX_LENGTH = 160;
 
-/** One signing key. `retiresAtMs` is null for the current key and for older keys not retired yet. */
-export interface SessionKey {
-  readonly id: number;
-  readonly secretHex: string;
-  readonly retiresAtMs: number | null;
-}
+
 
 /** Derives the token a client presents for a session signed with `key` (a bare secret is key 0). */
 export function deriveSessionToken(key: Pick<SessionKey, 'id' | 'secretHex'> | string, sessionId: string): string {
