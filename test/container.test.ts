@@ -336,9 +336,14 @@ beforeAll(async () => {
 afterAll(async () => {
   if (clusterUp && testsPassed < TEST_COUNT) {
     // The replicas' logs are the first thing to read when a test above failed.
-    for (const ordinal of REPLICAS) {
-      const logs = await run('podman', ['logs', '--tail', '15', replicaContainer(ordinal)]);
-      if (logs.code === 0) report(`last log lines of replica ${ordinal}:\n${logs.stdout}${logs.stderr}`);
+    for (const container of [...REPLICAS.map(replicaContainer), `${PREFIX}-etcd`, CLI_CONTAINER]) {
+      const state = await run('podman', [
+        'inspect', '--format',
+        '{{.State.Status}} exit code {{.State.ExitCode}}, OOM-killed {{.State.OOMKilled}}, started {{.State.StartedAt}}, finished {{.State.FinishedAt}} {{.State.Error}}',
+        container,
+      ]);
+      const logs = await run('podman', ['logs', '--tail', '40', container]);
+      report(`${container}: ${state.stdout.trim()}${state.stderr.trim()}\n${logs.stdout}${logs.stderr}`);
     }
   }
   await run('bash', ['scripts/container-cluster.sh', 'down'], {

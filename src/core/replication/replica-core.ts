@@ -1023,9 +1023,19 @@ export class ReplicaCore {
   }
 
   private onInstallSnapshot(message: InstallSnapshotMessage): void {
-    // Installed only from the leader this replica follows in its current epoch (it learned that leader
-    // from an append of that epoch), never from whoever asks.
-    if (message.epoch !== this.currentEpoch || message.from !== this.leaderOrdinal || this.role === 'leader') return;
+    // Installed only from the leader of the current epoch: the one this replica follows (it learned it from
+    // an append), or the one the store names for that epoch (a replica that restarted far behind hears
+    // nothing but this request from its leader). Never from whoever asks.
+    if (this.role === 'leader' || message.epoch < this.fenceEpoch()) return;
+    const named = this.stored !== null && this.stored.record.epoch === message.epoch && this.stored.record.leader === message.from;
+    const followed = message.epoch === this.currentEpoch && message.from === this.leaderOrdinal;
+    if (!named && !followed) {
+      if (message.epoch > this.currentEpoch) this.storeReadWanted = true;
+      return;
+    }
+    if (message.epoch > this.currentEpoch) this.adoptEpoch(message.epoch);
+    this.leaderOrdinal = message.from;
+    this.leaderLostAtMs = null;
     this.lastLeaderContactMs = this.nowMs;
     if (this.snapshotting) return;
     if (message.leaderLastIndex <= this.installedSnapshotLastIndex) {
