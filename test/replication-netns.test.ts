@@ -378,8 +378,9 @@ describeOnNetns('replication across simulated machines', () => {
     client.close();
     await cluster.startAll([0, 1]);
 
-    // Both say why they wait, on /readyz and in their log, naming replica 2.
-    const waitingFor2 = /waiting for replica 2 of the newest in-sync set/;
+    // Both say why they wait, on /readyz and in their log, naming replica 2: the store records it as the
+    // whole in-sync set, and only an in-sync replica may be named leader.
+    const waitingFor2 = /is not in the in-sync set \{2\}/;
     for (const index of [0, 1]) {
       const answer = await pollUntil(
         `replica ${index}'s /readyz names replica 2`,
@@ -389,7 +390,7 @@ describeOnNetns('replication across simulated machines', () => {
         },
         10_000,
       );
-      expect(answer.body).toMatch(/^not ready: waiting for replica 2 of the newest in-sync set/);
+      expect(answer.body).toMatch(new RegExp(`^not ready: replica ${index} is not in the in-sync set \\{2\\}`));
       const line = await cluster.waitForLog(
         index,
         (entry) => entry.incarnation === 2 && entry.msg === 'no leader yet' && waitingFor2.test(String(entry.reason)),

@@ -7,7 +7,7 @@
  * The fatal handler and the storage fault hooks are where fail-stop is enforced and where disk faults and
  * crashes right after a durable write are injected.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -45,6 +45,9 @@ export interface StorageFault {
 
 /** Something the run did that a correct driver never does; the checker turns it into a failure. */
 export type ViolationReporter = (text: string) => void;
+
+/** With SIMULATION_TRACE set, SIMULATION_TRACE_FILE=path writes the trace there instead of stdout. */
+const TRACE_FILE = process.env.SIMULATION_TRACE === undefined ? undefined : process.env.SIMULATION_TRACE_FILE;
 
 export class ReplicaSlot implements NetworkEndpoint {
   readonly peerAddress: string;
@@ -184,7 +187,8 @@ export class SimulatedCluster {
     const line = `${this.scheduler.nowMs.toFixed(1).padStart(9)} ${text}`;
     this.traceLines.push(line);
     if (this.traceLines.length > 400) this.traceLines.splice(0, 100);
-    if (this.tracing) process.stdout.write(`${line}\n`);
+    if (TRACE_FILE !== undefined) appendFileSync(TRACE_FILE, `${line}\n`);
+    else if (this.tracing) process.stdout.write(`${line}\n`);
   }
 
   /** The last lines of the trace, for a failure message. */

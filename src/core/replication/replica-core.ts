@@ -1018,7 +1018,8 @@ export class ReplicaCore {
       echoLeaderIncarnation,
       carriedEntries: false,
       snapshotting: this.snapshotting,
-      ...(withDigest ? { digest: { index: this.history.lastIndex, value: '' } } : {}),
+      // An empty log has no chain to compare (and is never re-admitted).
+      ...(withDigest && this.history.lastIndex > 0 ? { digest: { index: this.history.lastIndex, value: '' } } : {}),
     };
   }
 
@@ -1403,6 +1404,16 @@ export class ReplicaCore {
     if (heldIndex > progress.matchIndex) {
       progress.matchIndex = heldIndex;
       progress.lastProgressMs = this.nowMs;
+    }
+    if (!followerLogIsPrefix && reply.lastIndex > 0) {
+      // The follower's last entry is not in this leader's log: it holds entries this leader does not (a
+      // deposed leader's unacknowledged tail), applied to its tables, which cannot be undone. Only a
+      // snapshot repairs it, whether or not this reply accepted an append (a heartbeat at an index both
+      // logs share is accepted, and would otherwise hide the divergence while no new write arrives).
+      if (progress.snapshotRequestedAtMs === null) this.requestSnapshot(reply.from, progress);
+      this.sendAppends();
+      this.advanceCommit();
+      return;
     }
     if (this.caughtUp(progress)) progress.lastCaughtUpMs = this.nowMs;
     if (reply.ok) {
