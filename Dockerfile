@@ -11,8 +11,9 @@
 #   --secret id=npm-ca,src=/etc/ssl/certs/ca-certificates.crt
 
 # Node 20 is what the project runs and tests on; better-sqlite3 12 and @kubernetes/client-node 1.4 are
-# pinned for it (package.json "engines"). Both images must carry the same Node major, since the native
-# module compiled in the build image is loaded by the runtime image.
+# pinned for it (package.json "engines"). It has been past end of life since 2026-04-30: moving to Node 22
+# is a follow-up (NOTEBOOK.md §15). Both images must carry the same Node major, since the native module
+# compiled in the build image is loaded by the runtime image.
 ARG BASE_IMAGE=node:20-bookworm-slim
 ARG BUILD_BASE_IMAGE=node:20-bookworm
 

@@ -18,6 +18,10 @@ command -v nft >/dev/null 2>&1 || needed+=(nftables)
 # kubectl out of an npm package's zip (scripts/helm-tools.sh), and prometheus brings promtool.
 command -v unzip >/dev/null 2>&1 || needed+=(unzip)
 command -v promtool >/dev/null 2>&1 || needed+=(prometheus)
+# The interactive chat's test (test/cli-terminal.test.ts) types into a real pseudo-terminal through tmux;
+# flock (util-linux) guards each local-cluster replica's data directory (scripts/local-cluster.sh).
+command -v tmux >/dev/null 2>&1 || needed+=(tmux)
+command -v flock >/dev/null 2>&1 || needed+=(util-linux)
 # The container image test (test/container.test.ts): podman with runc (crun fails on some cgroup
 # layouts), netavark + aardvark-dns + iptables for DNS names on a podman network, debootstrap to assemble
 # the base image locally (scripts/build-base-image.sh).

@@ -40,7 +40,7 @@ const BOB = { username: 'bob', password: 'bob-password', sessionFile: '/tmp/bob.
 /** The base images and the image build take minutes on a fresh machine (debootstrap, better-sqlite3). */
 const CLUSTER_UP_TIMEOUT_MS = 900_000;
 /** Election, a status round and removal of a dead leader take about 1.5 s; a restart a few seconds more. */
-const HEALTHY_DEADLINE_MS = 60_000;
+const HEALTHY_DEADLINE_MS = 120_000;
 /** The writer pauses this long after each acknowledgement, to leave the two cores to the replicas. */
 const WRITER_PAUSE_MS = 10;
 /** Writes acknowledged before the first restart and after each, so every window has writes on both sides. */

@@ -13,16 +13,35 @@
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { ConcurrencyLimit } from './rate-limiter.js';
 
-export const SCRYPT_PARAMETERS = Object.freeze({ cost: 2 ** 17, blockSize: 8, parallelism: 1 });
+/** OWASP's parameters, the default. */
+export const DEFAULT_SCRYPT_COST_LOG2 = 17;
+/** The lowest cost a server may be configured with (`--password-hash-cost-log2`, for test clusters). */
+export const MIN_SCRYPT_COST_LOG2 = 14;
+
+/**
+ * The parameters new hashes get. Only the cost can be lowered, by the server's one config at start
+ * (setPasswordHashCost): test clusters that create hundreds of accounts on a shared machine use 2^14,
+ * production keeps OWASP's 2^17. A hash made with other parameters is upgraded at the next login.
+ */
+export let SCRYPT_PARAMETERS: Readonly<Parameters> = Object.freeze({ cost: 2 ** DEFAULT_SCRYPT_COST_LOG2, blockSize: 8, parallelism: 1 });
+
+/** Sets the cost of new hashes; called once by the server at start, from its validated config. */
+export function setPasswordHashCost(costLog2: number): void {
+  if (!Number.isInteger(costLog2) || costLog2 < MIN_SCRYPT_COST_LOG2 || costLog2 > DEFAULT_SCRYPT_COST_LOG2) {
+    throw new RangeError(`the scrypt cost must be 2^${MIN_SCRYPT_COST_LOG2} to 2^${DEFAULT_SCRYPT_COST_LOG2}`);
+  }
+  SCRYPT_PARAMETERS = Object.freeze({ ...SCRYPT_PARAMETERS, cost: 2 ** costLog2 });
+  DECOY_PASSWORD_HASH = decoyHash();
+}
 const KEY_LENGTH_BYTES = 32;
 const SALT_LENGTH_BYTES = 16;
 /**
  * scrypt needs about 128 * N * r bytes (128 MiB here); maxmem allows that with a margin and refuses
  * anything larger, so that a stored hash with absurd parameters cannot make a login allocate gigabytes.
  */
-const MAX_MEMORY_BYTES = 2 * 128 * SCRYPT_PARAMETERS.cost * SCRYPT_PARAMETERS.blockSize;
+const MAX_MEMORY_BYTES = 2 * 128 * 2 ** DEFAULT_SCRYPT_COST_LOG2 * 8;
 /** Largest parameters a stored hash may name; anything else is refused as unreadable. */
-const MAX_STORED_COST = SCRYPT_PARAMETERS.cost;
+const MAX_STORED_COST = 2 ** DEFAULT_SCRYPT_COST_LOG2;
 const MAX_STORED_BLOCK_SIZE = 16;
 const MAX_STORED_PARALLELISM = 16;
 
@@ -94,4 +113,8 @@ export function needsRehash(encodedHash: string): boolean {
  * A hash of a password nobody knows, with the current parameters, verified when the username does not
  * exist, so that an unknown user takes as long to refuse as a wrong password.
  */
-export const DECOY_PASSWORD_HASH = `scrypt$${SCRYPT_PARAMETERS.cost}$${SCRYPT_PARAMETERS.blockSize}$${SCRYPT_PARAMETERS.parallelism}$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=`;
+function decoyHash(): string {
+  const { cost, blockSize, parallelism } = SCRYPT_PARAMETERS;
+  return `scrypt$${cost}$${blockSize}$${parallelism}$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=`;
+}
+export let DECOY_PASSWORD_HASH = decoyHash();

@@ -67,6 +67,12 @@ export interface ChatClientOptions {
  * unanswered after 4 s is at a replica that cannot answer (a paused leader), and the next one is tried.
  */
 export const DEFAULT_DEADLINE_MS = 4_000;
+/**
+ * Calls that carry a password make the server run scrypt (N=2^17, about 128 MiB and a few hundred
+ * milliseconds on an idle core, seconds on a loaded one), so their attempts get longer: a retry after a
+ * deadline would only start the same expensive work again.
+ */
+export const PASSWORD_DEADLINE_MS = 12_000;
 /** The retry budget, not the attempt count, bounds a call: 15 s rides out several failovers. */
 export const DEFAULT_RETRY_BUDGET_MS = 15_000;
 export const DEFAULT_MAX_ATTEMPTS = 100;
@@ -172,7 +178,7 @@ export class ChatClient {
 
   /** Creates an account; resolves with its username. */
   async createAccount(username: string, password: string): Promise<string> {
-    const response = await this.write('CreateAccount', { username, password }, false);
+    const response = await this.write('CreateAccount', { username, password }, false, PASSWORD_DEADLINE_MS);
     return textField(response, 'username');
   }
 
@@ -182,7 +188,7 @@ export class ChatClient {
 
   /** Opens a session, and uses its token for this client's later calls. */
   async login(username: string, password: string): Promise<LoginResult> {
-    const result = toLoginResult(await this.write('Login', { username, password }, false));
+    const result = toLoginResult(await this.write('Login', { username, password }, false, PASSWORD_DEADLINE_MS));
     this.token = result.sessionToken;
     return result;
   }
@@ -200,7 +206,7 @@ export class ChatClient {
 
   /** Deletes the account of the current session, with every message it sent or received. */
   async deleteAccount(password: string): Promise<void> {
-    await this.write('DeleteAccount', { password }, true);
+    await this.write('DeleteAccount', { password }, true, PASSWORD_DEADLINE_MS);
     this.token = undefined;
   }
 
@@ -371,8 +377,8 @@ export class ChatClient {
   // Calls, retries and connections.
 
   /** A write: it gets a fresh request id, which every retry of this call repeats. */
-  private write(method: ChatMethod, request: object, authenticated: boolean): Promise<unknown> {
-    return this.callWithFailover(method, { ...request, requestId: randomUUID() }, authenticated);
+  private write(method: ChatMethod, request: object, authenticated: boolean, deadlineMs = this.deadlineMs): Promise<unknown> {
+    return this.callWithFailover(method, { ...request, requestId: randomUUID() }, authenticated, deadlineMs);
   }
 
   /** A read changes nothing, so it is retried as it is. */
@@ -380,8 +386,15 @@ export class ChatClient {
     return this.callWithFailover(method, request, authenticated);
   }
 
-  private async callWithFailover(method: ChatMethod, request: object, authenticated: boolean): Promise<unknown> {
-    const budgetEndsAtMs = Date.now() + this.retryBudgetMs;
+  private async callWithFailover(
+    method: ChatMethod,
+    request: object,
+    authenticated: boolean,
+    attemptDeadlineMs = this.deadlineMs,
+  ): Promise<unknown> {
+    // A budget shorter than two attempts would leave no room for the retry that a failover needs.
+    const budgetMs = Math.max(this.retryBudgetMs, 2 * attemptDeadlineMs);
+    const budgetEndsAtMs = Date.now() + budgetMs;
     const triedAddresses = new Set<string>();
     let lastError: ChatClientError | undefined;
     let attempts = 0;
@@ -393,7 +406,7 @@ export class ChatClient {
       attempts += 1;
       const remainingMs = budgetEndsAtMs - Date.now();
       // The first attempt always gets the full deadline; later ones only what the budget has left.
-      const deadlineMs = attempts === 1 ? this.deadlineMs : Math.min(this.deadlineMs, remainingMs);
+      const deadlineMs = attempts === 1 ? attemptDeadlineMs : Math.min(attemptDeadlineMs, remainingMs);
       try {
         return await this.callOnce(address, method, request, authenticated, deadlineMs);
       } catch (error) {
@@ -411,7 +424,7 @@ export class ChatClient {
     const failure = lastError ?? new ChatClientError(grpc.status.UNAVAILABLE, 'no attempt was made');
     throw new ChatClientError(
       failure.code,
-      `${failure.message} (tried ${[...triedAddresses].join(', ')} for ${Math.round(this.retryBudgetMs / 1000)} s)`,
+      `${failure.message} (tried ${[...triedAddresses].join(', ')} for ${Math.round(budgetMs / 1000)} s)`,
       failure.metadata,
     );
   }

@@ -9,6 +9,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { ChatService } from '../api/chat-service.js';
+import { DEFAULT_SCRYPT_COST_LOG2, setPasswordHashCost } from '../api/password-hashing.js';
 import { UnavailableError } from '../core/errors.js';
 import { CHAT_SERVICE_NAME, chatServiceDefinitionForServer, loadChatPackageDefinition } from '../api/proto.js';
 import { startHttpServer } from '../metrics/http-server.js';
@@ -93,6 +94,10 @@ function splitHostPort(address: string): { host: string; port: number } {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
+  setPasswordHashCost(config.passwordHashCostLog2);
+  if (config.passwordHashCostLog2 < DEFAULT_SCRYPT_COST_LOG2) {
+    logger.warn({ costLog2: config.passwordHashCostLog2 }, 'new password hashes use a scrypt cost below OWASP\'s: for test clusters only');
+  }
   // The peer port is mutual TLS, always: a certificate that does not name this replica fails here, at start.
   const peerTls = loadPeerTls(config.peerTls, config.clusterName, config.ordinal);
   const network = new GrpcPeerNetwork(

@@ -324,6 +324,8 @@ export class NetnsCluster {
         '--data-dir', this.dataDirectory(index),
         ...this.peerCertificates.serverArguments(index),
         ...this.storeArguments(),
+        // A tenth of OWASP's scrypt cost, as every test cluster (test/support/processes.ts says why).
+        '--password-hash-cost-log2', '14',
         ...(this.options.extraArguments ?? []),
         ...(this.options.argumentsFor?.(index) ?? []),
       ],

@@ -111,6 +111,9 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       ...(ordinalArgument === undefined ? ['--ordinal', '0'] : []),
       ...peerCertificates.serverArguments(Number(ordinalArgument ?? 0)),
       ...storeArguments,
+      // Test clusters hash passwords at 2^14 (a tenth of OWASP's cost) so that suites creating many accounts
+      // fit the shared CI machine; test/session-keys.test.ts checks the production cost.
+      ...(argumentValue(extraArguments, '--password-hash-cost-log2') === undefined ? ['--password-hash-cost-log2', '14'] : []),
       ...extraArguments,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
