@@ -227,7 +227,7 @@ test('backup and restore: back up online, destroy the cluster, restore a new one
   // A damaged backup is refused before anything is written.
   const damagedPath = join(directory, 'backups', 'damaged.sqlite');
   const damaged = readFileSync(backupPath);
-  damaged[damaged.length - 1] ^= 0xff;
+  damaged.writeUInt8(damaged.readUInt8(damaged.length - 1) ^ 0xff, damaged.length - 1);
   writeFileSync(damagedPath, damaged);
   writeFileSync(`${damagedPath}.sha256`, `${backup.sha256Hex}  damaged.sqlite\n`);
   const refused = await as('alice', ['restore', damagedPath, '--data-dir', join(directory, 'damaged-restore')]);

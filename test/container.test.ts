@@ -381,19 +381,21 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
     const killed = before.leader!.ordinal;
     await podman(['kill', '--signal', 'KILL', replicaContainer(killed)]);
     expect(await podman(['inspect', '--format', '{{.State.Running}}', replicaContainer(killed)])).toBe('false');
+    try {
+      const sendStartedAtMs = Date.now();
+      // cliOk fails the test unless the send exits 0.
+      const sentId = (await cliOk(['send', BOB.username, `after the leader ${killed} was killed`], { user: ALICE })).trim();
+      const sendMs = Date.now() - sendStartedAtMs;
+      expect(sentId).toMatch(/^[0-9a-f-]{36}$/);
+      report(`send right after SIGKILL of leader ${killed}: succeeded after ${sendMs} ms (CLI start-up included)`);
 
-    const sendStartedAtMs = Date.now();
-    // cliOk fails the test unless the send exits 0.
-    const sentId = (await cliOk(['send', BOB.username, `after the leader ${killed} was killed`], { user: ALICE })).trim();
-    const sendMs = Date.now() - sendStartedAtMs;
-    expect(sentId).toMatch(/^[0-9a-f-]{36}$/);
-    report(`send right after SIGKILL of leader ${killed}: succeeded after ${sendMs} ms (CLI start-up included)`);
-
-    const after = await awaitStatus('a new leader', (status) => status.leader !== null && status.leader.answered && status.leader.ordinal !== killed);
-    expect(after.leader!.epoch).toBeGreaterThan(before.leader!.epoch);
-
-    // Like a pod restarted by the kubelet: the same container, its data directory, its DNS name.
-    await podman(['start', replicaContainer(killed)]);
+      const after = await awaitStatus('a new leader', (status) => status.leader !== null && status.leader.answered && status.leader.ordinal !== killed);
+      expect(after.leader!.epoch).toBeGreaterThan(before.leader!.epoch);
+    } finally {
+      // Like a pod restarted by the kubelet: the same container, its data directory, its DNS name. Also
+      // after a failure above, so that the next test starts from three replicas.
+      await podman(['start', replicaContainer(killed)]);
+    }
     await awaitStatus(`replica ${killed} back in the in-sync set`, fullyInSync);
     const read = JSON.parse(await cliOk(['--json', 'read'], { user: BOB })) as { messages: { body: string }[] };
     expect(read.messages.map((message) => message.body)).toEqual([`after the leader ${killed} was killed`]);

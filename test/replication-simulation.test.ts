@@ -26,6 +26,7 @@ import {
   scenarioHiccupThenCrash,
   scenarioReadmissionUnderLoad,
   scenarioRestartedFollower,
+  scenarioSilentReadmissionSwap,
   scenarioStaleRead,
   scenarioTwoPauses,
   scenarioUncommittedReplay,
@@ -117,6 +118,12 @@ describe('regression scenarios of bugs the simulation found in the new protocol'
     });
     expect(observed.readmittedAfterMs).toBeDefined();
     expect(observed.snapshots).toBeGreaterThan(0);
+  }, 120_000);
+
+  scenarioTest('a re-admission swap that got no answer is asked again once the store is back (seeds 144, 181)', async () => {
+    const { observed } = await runScenario('silent-readmission-swap', scenarioSilentReadmissionSwap);
+    expect(observed.silencedSwaps).toBe(1);
+    expect(observed.readmittedAfterMs).toBeDefined();
   }, 120_000);
 });
 

@@ -16,6 +16,9 @@ import { checkerRead } from './exploration-patches.js';
 import type { ReplicaSlot, SimulatedCluster } from './simulated-cluster.js';
 import type { AcknowledgedWrite, HistoryRead, Workload, WorkloadHooks } from './workload.js';
 
+/** SIMULATION_TRACE=acknowledgements adds every acknowledged write to the trace. */
+const TRACE_ACKNOWLEDGEMENTS = process.env.SIMULATION_TRACE === 'acknowledgements';
+
 /** How many messages of one answer are checked for being committed (history pages: the newest). */
 const SHOWN_CHECKED_PER_ANSWER = 8;
 
@@ -100,6 +103,7 @@ export class Checker implements WorkloadHooks {
 
   onAcknowledged(write: AcknowledgedWrite, slot: ReplicaSlot): void {
     this.counters.acknowledgements += 1;
+    if (TRACE_ACKNOWLEDGEMENTS) this.cluster.trace(`acknowledged ${write.requestId} by replica ${slot.ordinal}`);
     const record = this.cluster.store.peek()?.record;
     if (record === undefined) {
       this.cluster.violation(`replica ${slot.ordinal} acknowledged ${write.requestId} before the cluster record existed`);

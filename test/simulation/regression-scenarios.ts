@@ -7,7 +7,8 @@
  * it is about (a scenario whose fault never struck proves nothing).
  */
 import { SIMULATION_TIMINGS } from './driver-adapter.js';
-import { Harness } from './harness.js';
+import { Harness, READMISSION_BOUND_MS } from './harness.js';
+import { STORE_CALL_TIMEOUT_MS } from './simulated-configuration-store.js';
 import type { ClusterRecord } from '../../src/core/replication/cluster-record.js';
 import type { StorageFault } from './simulated-cluster.js';
 
@@ -269,11 +270,18 @@ export function scenarioReadmissionUnderLoad(boundMs: number) {
     const [follower] = othersThan(harness, leader) as [number];
     cluster.crash(follower, 'crash the follower');
     await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
-    // The load is measured over the second before the restart, so that a quick re-admission does not
-    // leave too short a window to count in.
+    // Clients whose requests stalled while the leader waited for the dead follower time out and retry;
+    // once they are back to full speed, the load is measured over the second before the restart (a quick
+    // re-admission would leave too short a window to count in).
+    await cluster.runFor(2000);
     const acknowledgedBefore = workload.acknowledged.size;
     await cluster.runFor(1000);
     const writesPerSecond = workload.acknowledged.size - acknowledgedBefore;
+    if (writesPerSecond < 200) {
+      harness.fail(
+        `with replica ${follower} down and out of the in-sync set {${cluster.recordedInSync().join(',')}}, only ${writesPerSecond} writes were acknowledged in a second (the clients offer about 300)`,
+      );
+    }
     const restartedAtMs = cluster.nowMs;
     cluster.start(follower);
     const back = await cluster.runUntil(() => cluster.recordedInSync().includes(follower), 10_000);
@@ -407,3 +415,37 @@ export async function scenarioFollowerBehindTruncatedLog(harness: Harness) {
 
 /** The log retention of scenarioFollowerBehindTruncatedLog: small, so that a short outage outruns it. */
 export const TRUNCATION_RETENTION_ENTRIES = 40;
+
+/**
+ * Found by the simulation (seeds 144, 181): a re-admission swap that got no answer (the store went silent
+ * while it was in flight) must be asked again once the store answers. A follower crashes, is dropped from
+ * the in-sync set and restarts; the store goes silent the moment the leader sends the swap that lists it
+ * in sync again, for longer than the call's deadline. Once the store is back, the follower must be
+ * re-admitted in bounded time.
+ */
+export async function scenarioSilentReadmissionSwap(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const [follower] = othersThan(harness, leader) as [number];
+  cluster.crash(follower, 'crash the follower');
+  await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
+  let silencedSwaps = 0;
+  cluster.store.onSwapIssued = (byOrdinal, record) => {
+    if (silencedSwaps > 0 || byOrdinal !== leader || !record.inSync.includes(follower)) return;
+    silencedSwaps += 1;
+    cluster.store.faults.outage = 'silent';
+    cluster.trace('store outage (silent), as the re-admission swap is sent');
+  };
+  cluster.start(follower);
+  await cluster.runUntil(() => silencedSwaps > 0, 5000);
+  await cluster.runFor(STORE_CALL_TIMEOUT_MS + 200);
+  cluster.store.faults.outage = 'none';
+  cluster.store.onSwapIssued = undefined;
+  const storeBackAtMs = cluster.nowMs;
+  const back = await cluster.runUntil(() => cluster.recordedInSync().includes(follower), READMISSION_BOUND_MS);
+  const readmittedAfterMs = back ? cluster.nowMs - storeBackAtMs : undefined;
+  await finish(harness);
+  return { leader, follower, silencedSwaps, readmittedAfterMs };
+}

@@ -22,6 +22,8 @@ export interface FollowerProgress {
   lastDigestRequestMs: number;
   /** The newest index at which this follower's log-chain digest was verified equal to the leader's. */
   verifiedDigestIndex: number;
+  /** Leader clock when that verification arrived: only a fresh one starts a re-admission. */
+  verifiedDigestAtMs: number;
   snapshotRequestedAtMs: number | null;
   /** The follower run that last replied; see AppendReplyMessage.incarnation. */
   incarnation: number;
@@ -46,6 +48,7 @@ export function newProgress(nowMs: number, lastIndex: number): FollowerProgress 
     lastProgressMs: nowMs,
     lastDigestRequestMs: Number.NEGATIVE_INFINITY,
     verifiedDigestIndex: 0,
+    verifiedDigestAtMs: Number.NEGATIVE_INFINITY,
     snapshotRequestedAtMs: null,
     incarnation: 0,
     storageId: null,

@@ -1230,6 +1230,10 @@ export class ReplicaCore {
       if (pending === undefined) {
         if (!this.caughtUp(progress)) continue;
         if (progress.verifiedDigestIndex === 0 || progress.matchIndex < progress.verifiedDigestIndex) continue;
+        // Only a follower that answers now is counted for commits: a dead one (its last digest is old)
+        // would stall every write until it is dropped again (found by the simulation).
+        const freshMs = 2 * this.timings.heartbeatIntervalMs + this.timings.electionTimeoutMs / 5;
+        if (this.nowMs - progress.verifiedDigestAtMs > freshMs || this.nowMs - progress.lastOkReplyMs > freshMs) continue;
         // Acknowledged writes may lie anywhere up to the epoch's first entry (the previous leader acknowledged
         // them) or up to the commit index: the follower must hold both before it can be listed.
         const requiredIndex = Math.max(this.commitIndex, this.epochStartIndex);
@@ -1429,6 +1433,7 @@ export class ReplicaCore {
       if (progress.nextIndex === progress.matchIndex + 1) progress.inflightAppends = 0;
       if (reply.digestVerified === true && reply.digest !== undefined && reply.digest.index <= progress.matchIndex) {
         progress.verifiedDigestIndex = Math.max(progress.verifiedDigestIndex, reply.digest.index);
+        progress.verifiedDigestAtMs = this.nowMs;
       }
     } else if (
       followerLogIsPrefix &&
