@@ -102,6 +102,16 @@ up() {
     -e REPLICHAT_SESSION_FILE=/tmp/session.json \
     -v "$state/tls/cli:/etc/replichat/ca:ro" \
     --entrypoint '["/usr/bin/tini", "--", "sleep", "infinity"]' "$image" >/dev/null
+  # `status` exits 0 once a leader answers with every member in sync (3 degraded, 4 no leader).
+  local deadline=$((SECONDS + 120))
+  until podman exec "$prefix-cli" replichat status >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      podman exec "$prefix-cli" replichat status >&2 || true
+      echo "up: the cluster is not healthy after 120 s" >&2
+      exit 1
+    fi
+    sleep 1
+  done
   echo "up: replicas $prefix-chat-0..$((replicas - 1)), $prefix-etcd, $prefix-cli on network $network (state in $state)"
 }
 

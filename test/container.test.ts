@@ -327,8 +327,9 @@ beforeAll(async () => {
     env: { ...process.env, CLUSTER_PREFIX: PREFIX, STATE_DIR: stateDirectory, IMAGE },
     timeoutMs: CLUSTER_UP_TIMEOUT_MS,
   });
-  if (up.code !== 0) throw new Error(describeResult('scripts/container-cluster.sh up', up));
+  // Set before the check, so that afterAll shows the containers' state when `up` failed half-way.
   clusterUp = true;
+  if (up.code !== 0) throw new Error(describeResult('scripts/container-cluster.sh up', up));
   report(`base images, image build and containers up in ${((Date.now() - startedAtMs) / 1000).toFixed(1)} s`);
   await awaitStatus('three replicas in sync after the first start', fullyInSync);
 }, CLUSTER_UP_TIMEOUT_MS + HEALTHY_DEADLINE_MS);

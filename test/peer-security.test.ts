@@ -265,7 +265,7 @@ function validMessages(from: number, epoch: number): Record<string, Record<strin
   return {
     append: { type: 'append', from, epoch, prevIndex: 0, prevEpoch: 0, entries: [], commitIndex: 0, sentAtMs: 12.5, leaderIncarnation: 1, requestDigest: false },
     appendReply: {
-      type: 'appendReply', from, epoch, ok: true, matchIndex: 0, lastIndex: 0, lastEpoch: 0, incarnation: 1,
+      type: 'appendReply', from, epoch, ok: true, matchIndex: 0, lastIndex: 0, lastEpoch: 0, incarnation: 1, storageId: '0f0fa440-7b9b-4f17-a3e0-89e24fbfb0ee',
       echoSentAtMs: 12.5, echoLeaderIncarnation: 1, carriedEntries: false, snapshotting: false,
     },
     status: { type: 'status', from, epoch, lastIndex: 0, lastEpoch: 0, leaderOrdinal: null, replyWanted: false, sentAtMs: 3.25, askedAtMs: null },
@@ -396,6 +396,7 @@ function badValuesFor(field: string): readonly unknown[] {
   if (field === 'leaderOrdinal') return BAD_INTEGERS.filter((value) => value !== null);
   if (field === 'askedAtMs') return BAD_CLOCKS.filter((value) => value !== null);
   if (['sentAtMs', 'echoSentAtMs'].includes(field)) return BAD_CLOCKS;
+  if (field === 'storageId') return ['', 'f'.repeat(65), 'not hex!', 5, null];
   return BAD_INTEGERS;
 }
 

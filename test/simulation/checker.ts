@@ -12,7 +12,7 @@
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { checkerRead } from './exploration-patches.js';
+import { checkerRead } from './checker-mutants.js';
 import type { ReplicaSlot, SimulatedCluster } from './simulated-cluster.js';
 import type { AcknowledgedWrite, HistoryRead, Workload, WorkloadHooks } from './workload.js';
 
@@ -77,7 +77,6 @@ export class Checker implements WorkloadHooks {
    * uncommitted messages would be the newest.
    */
   onShown(messages: readonly { id: string; body: string }[], how: string, slot: ReplicaSlot): void {
-    if (how === 'replay' && process.env.SIMULATION_IGNORE_REPLAYS !== undefined) return;
     const record = this.cluster.store.peek()?.record;
     if (record === undefined) return;
     for (const message of messages.slice(0, SHOWN_CHECKED_PER_ANSWER)) {
@@ -231,10 +230,7 @@ export class Checker implements WorkloadHooks {
         this.cluster.violation(`acknowledged ${write.requestId} was given message ${write.messageId}, the converged state holds [${ids.join(', ')}]`);
       }
     }
-    // Only for exploring other bugs while the replay bug (issue 7, E) is open: never set in CI.
-    const ignoreReplays = process.env.SIMULATION_IGNORE_REPLAYS !== undefined;
     for (const shown of workload.shown) {
-      if (ignoreReplays && shown.how === 'replay') continue;
       const ids = idsByBody.get(shown.body) ?? [];
       if (!ids.includes(shown.messageId)) {
         this.cluster.violation(

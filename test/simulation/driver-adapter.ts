@@ -9,7 +9,7 @@ import { DEFAULT_REPLICATION_TIMINGS, type ReplicationTimings } from '../../src/
 import type { Member } from '../../src/core/replication/types.js';
 import type { DriverSeams } from '../../src/node/seams.js';
 import { ReplicaNode } from '../../src/node/replica-node.js';
-import { applyExplorationPatches, applyMutant } from './exploration-patches.js';
+import { applyMutant } from './checker-mutants.js';
 
 export type StorageWriteKind = 'epoch' | 'entries' | 'snapshot';
 
@@ -34,7 +34,6 @@ export interface NodeOptions {
 
 export const SIMULATION_TIMINGS: ReplicationTimings = DEFAULT_REPLICATION_TIMINGS;
 
-if (process.env.SIMULATION_EXPLORE_PATCHES !== undefined) applyExplorationPatches();
 if (process.env.SIMULATION_MUTANT !== undefined) await applyMutant(process.env.SIMULATION_MUTANT);
 
 /** Metrics are not under test here: every observer callback is accepted and ignored. */
