@@ -124,8 +124,24 @@ start_replica() {
       --tls-cert "$root/certs/server.pem" --tls-key "$root/certs/server-key.pem" \
       "${peer_tls[@]}"
   ) >>"$root/replica-$i.log" 2>&1 </dev/null &
-  echo $! >"$root/replica-$i.pid"
-  echo "replica $i started (pid $!, log $root/replica-$i.log)"
+  pid=$!
+  echo "$pid" >"$root/replica-$i.pid"
+  # Serving means its ports are open (its /healthz answers), not that it knows a leader: `status` says that.
+  local healthz="http://127.0.0.1:$((metrics_base_port + i))/healthz"
+  for _ in $(seq 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "local-cluster.sh: replica $i exited at start; the end of $root/replica-$i.log:" >&2
+      tail -5 "$root/replica-$i.log" >&2
+      return 1
+    fi
+    if node -e "fetch('$healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))" 2>/dev/null; then
+      echo "replica $i started (pid $pid, log $root/replica-$i.log)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "local-cluster.sh: replica $i does not answer on $healthz after 30 s; see $root/replica-$i.log" >&2
+  return 1
 }
 
 # Stops replica $1 with SIGTERM and waits until it has exited.
@@ -168,8 +184,18 @@ replichat: $replicas replicas running (logs in $root/replica-N.log). In another 
   bash scripts/local-cluster.sh restart 1     # restart one replica
 Press Ctrl-C to stop the cluster.
 TEXT
-    # Replicas restarted from another terminal are not children of this shell, so wait by polling.
-    while true; do sleep 1; done
+    # Replicas restarted from another terminal are not children of this shell, so wait by polling, until
+    # every replica is gone (stopped from another terminal, or crashed).
+    while true; do
+      sleep 1
+      alive=0
+      for ((i = 0; i < replicas; i++)); do [ -n "$(running_pid "$i")" ] && alive=1; done
+      if [ "$alive" = 0 ]; then
+        echo "every replica has stopped"
+        stop_etcd
+        exit 0
+      fi
+    done
     ;;
   stop)
     if [ $# -ge 2 ]; then

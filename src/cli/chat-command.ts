@@ -14,11 +14,12 @@ export async function runChatCommand(context: CliContext): Promise<void> {
 export function addChatCommand(program: Command): void {
   program
     .command('chat')
-    .description('interactive mode: log in or sign up, then send and receive messages live')
+    .description('interactive mode: resume the stored session or log in (or sign up), then send and receive live')
     .addHelpText(
       'after',
-      '\nAt the prompt: @user text sends a message; /help lists the commands (/read, /history, /users, ' +
-        '/delete, /logout, /delete-account, /quit).',
+      '\nThe current profile\'s session is used when the server still accepts it; unread messages are shown at\n' +
+        'login. At the prompt: @user text sends a message; /help lists the commands (/read, /history, /users,\n' +
+        '/delete, /logout, /delete-account, /quit). Incoming messages appear above the line being typed.',
     )
     .action(async (_options: unknown, command: Command) => {
       await runCommand(command, runChatCommand);

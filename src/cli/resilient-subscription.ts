@@ -42,8 +42,8 @@ export const SUBSCRIPTION_RETRY_DELAY_MAX_MS = 3000;
 /** How many message ids are remembered to drop repeats; a replay is far shorter than this. */
 export const SEEN_MESSAGE_IDS_MAX = 10_000;
 /**
- * A stream still open after this long counts as working again, which resets the failure streak. A server
- * that refuses a subscription does so at once, so an open stream this old was accepted.
+ * A stream still open after this long resets the backoff: a server that refuses a subscription does so at
+ * once, so an open stream this old was most likely accepted.
  */
 const STREAM_STABLE_AFTER_MS = 2000;
 
@@ -135,7 +135,11 @@ export class ResilientSubscription implements Subscription {
     stream.on('metadata', () => {
       if (!streamDone && !this.finished) this.streamWorks();
     });
-    this.stableTimer = setTimeout(() => this.streamWorks(), STREAM_STABLE_AFTER_MS);
+    // An old stream counts for the backoff, but only the server's headers or a message say it is back: a
+    // call may also sit this long waiting for a connection to a host that drops packets.
+    this.stableTimer = setTimeout(() => {
+      this.failureCount = 0;
+    }, STREAM_STABLE_AFTER_MS);
     this.stableTimer.unref();
   }
 

@@ -75,6 +75,9 @@ export class PeerSender {
         // Reconnect quickly after a peer restarts: failover time depends on it.
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 1000,
+        // A restarted pod or container comes back at a new address under the same name: look the name up
+        // again within a second, not grpc-js's default 30 s, or the leader keeps dialling the old address.
+        'grpc.dns_min_time_between_resolutions_ms': 1000,
       }, this.constructorForClients) as unknown as DeliverClient;
       entry = { client, inflightCalls: 0 };
       this.clients.set(address, entry);

@@ -37,8 +37,11 @@ export const METRICS_PORT = 9100;
 export const ETCD_PREFIX = '/replichat/';
 export const CLUSTER_NAME = 'replichat';
 
-/** How long a replica may take from spawn to its `serving` line (node start-up, SQLite, the store, three listeners). */
-const START_TIMEOUT_MS = 15_000;
+/**
+ * How long a replica may take from spawn to its `serving` line (node start-up, SQLite, the store, three
+ * listeners): about a second when the machine is idle, over 15 s when two cores run several suites at once.
+ */
+const START_TIMEOUT_MS = 30_000;
 /** How long a signalled replica may take to exit; SIGTERM waits for in-flight calls (5 s grace at most). */
 const EXIT_TIMEOUT_MS = 10_000;
 /** Deadline of one status or /readyz probe; a paused or dead replica must not stall a poll. */
