@@ -224,11 +224,18 @@ test('a subscription that loses its stream resubscribes on the leader with inclu
   );
   const chat = client([follower.address, leader.address], { sessionToken: 'token-2' });
   const received: ChatMessage[] = [];
+  const repeated: string[] = [];
   const ends: unknown[] = [];
-  const subscription = chat.subscribe({ includeQueued: false }, (incoming) => received.push(incoming), (error) => ends.push(error));
+  const subscription = chat.subscribe(
+    // A repeat is handed over separately, so that a caller whose acknowledgement failed can acknowledge it again.
+    { includeQueued: false, onRepeat: (incoming) => repeated.push(incoming.id) },
+    (incoming) => received.push(incoming),
+    (error) => ends.push(error),
+  );
 
   await waitFor('m3 arrives', () => received.some((incoming) => incoming.id === 'm3'));
   expect(received.map((incoming) => incoming.id)).toEqual(['m1', 'm2', 'm3']);
+  expect(repeated).toEqual(['m2']);
   expect(follower.calls[0]).toMatchObject({ request: { includeQueued: false }, authorization: 'Bearer token-2' });
   expect(leader.calls[0]).toMatchObject({ request: { includeQueued: true }, authorization: 'Bearer token-2' });
 

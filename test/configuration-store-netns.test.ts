@@ -53,7 +53,7 @@ const PARTITION_AFTER_TAKEOVER_MS = 5000;
 const READMISSION_LIMIT_MS = 1000;
 /**
  * What test 5 asserts: the bound with a generous margin, because the measurement includes the harness's
- * polling and a loaded machine's scheduling (measured 533-942 ms on two shared cores). It still fails on
+ * polling and a loaded machine's scheduling (measured 421-1122 ms on two shared cores). It still fails on
  * what the issue reported (a median of 2.3 s, or no re-admission at all under a steady stream).
  */
 const READMISSION_ASSERTED_LIMIT_MS = 2 * READMISSION_LIMIT_MS;
@@ -400,7 +400,7 @@ describeOnNetns('replication on a configuration store, across simulated machines
   );
 
   scenario(
-    `5. a follower restarted under a steady stream of writes is back in the in-sync set within ${READMISSION_LIMIT_MS} ms of serving`,
+    `5. a follower restarted under a steady stream of writes is back in the in-sync set soon after serving (measured against ${READMISSION_LIMIT_MS} ms, asserted under ${READMISSION_ASSERTED_LIMIT_MS} ms)`,
     180_000,
     async (cluster, alice, leader) => {
       stream = new SendStream(cluster.clientServers(), alice, 'readmit', 4);

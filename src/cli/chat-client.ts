@@ -247,7 +247,12 @@ export class ChatClient {
    * resilient-subscription.ts for how it survives a failover. `onEnd` is called exactly once.
    */
   subscribe(
-    options: { includeQueued: boolean; onConnectionChange?: ConnectionListener },
+    options: {
+      includeQueued: boolean;
+      onConnectionChange?: ConnectionListener;
+      /** A message the server sent again after a reconnect because it was never acknowledged. */
+      onRepeat?: MessageListener;
+    },
     onMessage: MessageListener,
     onEnd: EndListener,
   ): Subscription {
@@ -266,6 +271,7 @@ export class ChatClient {
       onEnd,
       (finished) => this.subscriptions.delete(finished),
       options.onConnectionChange,
+      options.onRepeat,
     );
     if (this.closed) {
       onEnd(new ChatClientError(grpc.status.CANCELLED, 'the client is closed'));

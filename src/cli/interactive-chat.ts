@@ -67,6 +67,10 @@ class InteractiveChat {
       {
         // Every undelivered message comes first: the unread ones are shown at login, not left for /read.
         includeQueued: true,
+        // Shown once already; only its acknowledgement is repeated.
+        onRepeat: (message) => {
+          if (this.unacknowledged.has(message.id)) this.acknowledge(message);
+        },
         onConnectionChange: (change, error) => {
           if (this.leaving) return;
           this.showAsync(
@@ -176,10 +180,21 @@ class InteractiveChat {
 
   private showIncoming(message: ChatMessage): void {
     this.showAsync(formatMessage(message));
-    this.client.acknowledgeMessages([message.id]).catch((error: unknown) => {
-      // Unacknowledged, the message stays undelivered and comes again with the next subscription.
-      this.showAsync(`Could not acknowledge message ${message.id}: ${describeError(error).line}`);
-    });
+    this.acknowledge(message);
+  }
+
+  /** Messages shown whose acknowledgement failed; the server sends them again after a reconnect. */
+  private readonly unacknowledged = new Set<string>();
+
+  private acknowledge(message: ChatMessage): void {
+    this.client.acknowledgeMessages([message.id]).then(
+      () => this.unacknowledged.delete(message.id),
+      (error: unknown) => {
+        // Unacknowledged, the message stays undelivered and comes again with the next subscription.
+        this.unacknowledged.add(message.id);
+        this.showAsync(`Could not acknowledge message ${message.id}: ${describeError(error).line}`);
+      },
+    );
   }
 
   /** Prints a line that arrived on its own, without breaking the line being typed. */

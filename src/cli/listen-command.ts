@@ -24,16 +24,24 @@ function listen(client: ChatClient, output: Output, options: ListenOptions): Pro
     let stopping = false;
     // Acknowledging waits for the server; the chain keeps lines and acknowledgements in arrival order.
     let chain: Promise<void> = Promise.resolve();
+    // Printed, but the acknowledgement failed (the cluster went away): the server sends them again after
+    // the reconnect, and then they are acknowledged without being printed twice.
+    const unacknowledged = new Set<string>();
+    const acknowledge = async (message: ChatMessage): Promise<void> => {
+      try {
+        await client.acknowledgeMessages([message.id]);
+        unacknowledged.delete(message.id);
+      } catch (error) {
+        unacknowledged.add(message.id);
+        // The message stays undelivered on the server and comes again on the next subscription.
+        output.notice(`replichat: could not acknowledge message ${message.id}: ${describeError(error).line}`);
+      }
+    };
     const show = async (message: ChatMessage): Promise<void> => {
       if (stopping) return;
       if (output.json) output.jsonLine(message);
       else output.line(formatMessage(message));
-      try {
-        await client.acknowledgeMessages([message.id]);
-      } catch (error) {
-        // The message stays undelivered on the server and comes again on the next subscription.
-        output.notice(`replichat: could not acknowledge message ${message.id}: ${describeError(error).line}`);
-      }
+      await acknowledge(message);
       shownCount += 1;
       if (options.count !== undefined && shownCount >= options.count) stop();
     };
@@ -46,6 +54,9 @@ function listen(client: ChatClient, output: Output, options: ListenOptions): Pro
     const subscription = client.subscribe(
       {
         includeQueued: options.includeQueued === true,
+        onRepeat: (message) => {
+          if (unacknowledged.has(message.id)) chain = chain.then(() => acknowledge(message));
+        },
         onConnectionChange: (change, error) => {
           output.notice(
             change === 'lost'

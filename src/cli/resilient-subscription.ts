@@ -89,6 +89,8 @@ export class ResilientSubscription implements Subscription {
     /** Tells the client that created this subscription that it no longer needs closing. */
     private readonly onFinished: (subscription: ResilientSubscription) => void,
     private readonly onConnectionChange?: ConnectionListener,
+    /** Gets each message the server sends again (a replay after a reconnect), which onMessage had already. */
+    private readonly onRepeat?: MessageListener,
   ) {}
 
   start(): void {
@@ -122,6 +124,7 @@ export class ResilientSubscription implements Subscription {
       this.streamWorks();
       const message = toChatMessage(wire);
       if (this.seenMessageIds.add(message.id)) this.onMessage(message);
+      else this.onRepeat?.(message);
     });
     // grpc-js emits 'error' for every status but OK; listening also keeps the error from being thrown.
     stream.on('error', (error: unknown) => streamEnded(ChatClientError.fromCallError(error)));

@@ -417,11 +417,11 @@ export async function scenarioFollowerBehindTruncatedLog(harness: Harness) {
 export const TRUNCATION_RETENTION_ENTRIES = 40;
 
 /**
- * Found by the simulation (seeds 144, 181): a re-admission swap that got no answer (the store went silent
- * while it was in flight) must be asked again once the store answers. A follower crashes, is dropped from
- * the in-sync set and restarts; the store goes silent the moment the leader sends the swap that lists it
- * in sync again, for longer than the call's deadline. Once the store is back, the follower must be
- * re-admitted in bounded time.
+ * Found by the simulation (seeds 119, 144, 146, 181, 258, 289): a re-admission swap that failed (refused,
+ * or, as here, unanswered because the store went silent while it was in flight) must be asked again once
+ * the store answers. A follower crashes, is dropped from the in-sync set and restarts; the store goes
+ * silent the moment the leader sends the swap that lists it in sync again, for longer than the call's
+ * deadline. Once the store is back, the follower must be re-admitted in bounded time.
  */
 export async function scenarioSilentReadmissionSwap(harness: Harness) {
   const { cluster, workload } = harness;
