@@ -9,6 +9,11 @@ import type { Registry } from 'prom-client';
 export interface ReadinessSource {
   /** Undefined when ready, else the reason it is not. */
   notReadyReason(): string | undefined;
+  /**
+   * A warning that does not make the replica unready (it still serves), shown in the /readyz body: e.g.
+   * the configuration store is unreachable, so no takeover or in-sync change can happen meanwhile.
+   */
+  readinessWarning?(): string | undefined;
 }
 
 export async function startHttpServer(
@@ -36,9 +41,12 @@ export async function startHttpServer(
     }
     if (path === '/readyz') {
       const reason = readiness.notReadyReason();
+      const warning = readiness.readinessWarning?.();
       response
         .writeHead(reason === undefined ? 200 : 503, { 'content-type': 'text/plain' })
-        .end(reason === undefined ? 'ready\n' : `not ready: ${reason}\n`);
+        .end(
+          (reason === undefined ? 'ready\n' : `not ready: ${reason}\n`) + (warning === undefined ? '' : `warning: ${warning}\n`),
+        );
       return;
     }
     response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

@@ -225,6 +225,12 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       if (status.leaderOrdinal !== null) return undefined;
       return status.waitingReason ?? 'no leader is known yet';
     },
+    readinessWarning: () => {
+      const status = node.status();
+      return status.storeReachable
+        ? undefined
+        : `the configuration store is unreachable (${status.storeProblem ?? 'no answer'}): writes go on with the in-sync set, reconfiguration waits`;
+    },
   });
   health.setStatus('', 'SERVING');
   health.setStatus(CHAT_SERVICE_NAME, 'SERVING');

@@ -216,6 +216,8 @@ export class ReplicaCore {
 
   /** Addresses of replicas that are not members yet (joiners), learned from their join requests. */
   private readonly learnedAddresses = new Map<number, string>();
+  /** Set by a graceful stop: the replica takes part in no takeover any more. */
+  private stopping = false;
 
   private output: CoreOutput = ReplicaCore.emptyOutput(0);
 
@@ -470,6 +472,7 @@ export class ReplicaCore {
   requestHandover(nowMs: number): string | undefined {
     this.observeTime(nowMs);
     if (this.role !== 'leader') return 'not the leader';
+    this.stopping = true;
     const refusal = this.startHandover(false);
     if (refusal === undefined) {
       this.leaderTick();
@@ -481,6 +484,7 @@ export class ReplicaCore {
   /** A graceful stop of a follower: ask the leader to take this replica out of the in-sync set now. */
   requestLeave(nowMs: number): void {
     this.observeTime(nowMs);
+    this.stopping = true;
     if (this.role === 'leader' || this.leaderOrdinal === null) return;
     this.send(this.leaderOrdinal, { type: 'leave', from: this.ordinal, epoch: this.currentEpoch });
   }
@@ -667,7 +671,7 @@ export class ReplicaCore {
         this.waitingReason = 'the store names this replica leader, but its log is empty (a lost disk?): the others take over';
       } else if (won || handedOver) {
         this.becomeLeader(record.epoch, bootstrapping);
-      } else if (this.campaign === null && this.canSwap()) {
+      } else if (this.campaign === null && this.canSwap() && !this.stopping) {
         this.startCampaign(
           takeoverRecord(record, this.ordinal, record.inSync),
           `took over again as leader of epoch ${record.epoch + 1} after a restart`,
@@ -752,6 +756,11 @@ export class ReplicaCore {
   }
 
   private considerTakeover(): void {
+    if (this.stopping) {
+      // A replica on its way out never asks to lead: it would take over only to stop at once.
+      this.waitingReason = 'this replica is stopping';
+      return;
+    }
     if (!this.recordFresh()) {
       this.waitingReason =
         this.storeProblem === null
