@@ -1249,7 +1249,15 @@ export class ReplicaCore {
         this.pendingInSync.set(ordinal, { expectedVersion: null, requiredIndex, sinceMs: this.nowMs });
         continue;
       }
-      if (pending.expectedVersion !== null) continue;
+      if (pending.expectedVersion !== null) {
+        // Asked already. While the store still holds the version that swap named, it has not taken effect
+        // (its answer was lost or timed out): ask again; the same expected version lets at most one apply.
+        if (pending.expectedVersion === version) {
+          swap(withInSync(record, ordinal), `re-admitted replica ${ordinal} to the in-sync set`);
+          return;
+        }
+        continue;
+      }
       if (progress.matchIndex >= pending.requiredIndex) {
         pending.expectedVersion = version;
         swap(withInSync(record, ordinal), `re-admitted replica ${ordinal} to the in-sync set`);
