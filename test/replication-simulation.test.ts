@@ -28,6 +28,7 @@ import {
   scenarioReadmissionUnderLoad,
   scenarioRestartedFollower,
   scenarioSilentReadmissionSwap,
+  scenarioSilentReadmissionThenCrash,
   scenarioStaleRead,
   scenarioTwoPauses,
   scenarioUncommittedReplay,
@@ -125,6 +126,11 @@ describe('regression scenarios of bugs the simulation found in the new protocol'
     const { observed } = await runScenario('silent-readmission-swap', scenarioSilentReadmissionSwap);
     expect(observed.silencedSwaps).toBe(1);
     expect(observed.readmittedAfterMs).toBeDefined();
+  }, 120_000);
+
+  scenarioTest('a follower whose re-admission swap failed, and which then dies, holds no commit back (seed 444)', async () => {
+    const { observed } = await runScenario('silent-readmission-then-crash', scenarioSilentReadmissionThenCrash);
+    expect(observed.silencedSwaps).toBe(1);
   }, 120_000);
 });
 

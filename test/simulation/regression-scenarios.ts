@@ -449,3 +449,34 @@ export async function scenarioSilentReadmissionSwap(harness: Harness) {
   await finish(harness);
   return { leader, follower, silencedSwaps, readmittedAfterMs };
 }
+
+/**
+ * Found by the simulation (seed 444), the same bug seen from the write path: the follower whose
+ * re-admission swap got no answer dies once the store is back. It must not hold commits back: writes are
+ * acknowledged again (invariant 6, with it left down).
+ */
+export async function scenarioSilentReadmissionThenCrash(harness: Harness) {
+  const { cluster, workload } = harness;
+  workload.start();
+  await cluster.runFor(1000);
+  const leader = cluster.recordedLeader()!;
+  const [follower] = othersThan(harness, leader) as [number];
+  cluster.crash(follower, 'crash the follower');
+  await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
+  let silencedSwaps = 0;
+  cluster.store.onSwapIssued = (byOrdinal, record) => {
+    if (silencedSwaps > 0 || byOrdinal !== leader || !record.inSync.includes(follower)) return;
+    silencedSwaps += 1;
+    cluster.store.faults.outage = 'silent';
+    cluster.trace('store outage (silent), as the re-admission swap is sent');
+  };
+  cluster.start(follower);
+  await cluster.runUntil(() => silencedSwaps > 0, 5000);
+  await cluster.runFor(STORE_CALL_TIMEOUT_MS + 200);
+  cluster.store.faults.outage = 'none';
+  cluster.store.onSwapIssued = undefined;
+  await cluster.runFor(SIMULATION_TIMINGS.electionTimeoutMs);
+  cluster.crash(follower, 'crash the follower again');
+  await finish(harness, { leftDown: [follower] });
+  return { leader, follower, silencedSwaps };
+}

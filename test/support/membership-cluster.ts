@@ -6,6 +6,7 @@
  * RemoveMember call made with plain grpc-js (callRemoveMember), so that the test sees the status and
  * metadata exactly as a server sent them.
  */
+import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { hashPassword } from '../../src/api/password-hashing.js';
@@ -16,6 +17,11 @@ import type { ClusterRecord } from '../../src/core/replication/cluster-record.js
 import type { Member } from '../../src/core/replication/types.js';
 import { ReplicaStore } from '../../src/storage/replica-store.js';
 import { callUnary, chatServiceClient, pollUntil } from './netns-cluster.js';
+
+/** A fingerprint as the peer port checks it: 64 hex digits (the API's is a SHA-256 of the arguments). */
+function seedFingerprint(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -115,7 +121,7 @@ export async function seedDatabase(path: string, options: SeedOptions): Promise<
           kind: 'createAccount',
           requestId: `seed-account-${username}`,
           principal: `user:${username}`,
-          fingerprint: `seed-account-${username}`,
+          fingerprint: seedFingerprint(`seed-account-${username}`),
           timestampMs: next(),
           username,
           passwordHash: passwordHashes[username],
@@ -126,7 +132,7 @@ export async function seedDatabase(path: string, options: SeedOptions): Promise<
           kind: 'sendMessage',
           requestId: `seed-message-${n}`,
           principal: `session:${'0'.repeat(32)}`,
-          fingerprint: `seed-message-${n}`,
+          fingerprint: seedFingerprint(`seed-message-${n}`),
           timestampMs: next(),
           messageId: seededMessageId(n),
           sender: 'alice',
