@@ -189,6 +189,7 @@ export class ReplicaCore {
   private snapshotting = false;
   /** The last index of the snapshot installed last, to recognise reminders that crossed the install. */
   private installedSnapshotLastIndex = 0;
+  private installedSnapshotAtMs = Number.NEGATIVE_INFINITY;
   private leaderLostAtMs: number | null = null;
   private lastStatusBroadcastMs = Number.NEGATIVE_INFINITY;
   private lastFollowerTickMs = Number.NEGATIVE_INFINITY;
@@ -563,6 +564,7 @@ export class ReplicaCore {
     this.logConfiguration = state.configuration;
     this.snapshotting = false;
     this.installedSnapshotLastIndex = state.lastIndex;
+    this.installedSnapshotAtMs = this.nowMs;
     const source = this.leaderOrdinal ?? this.snapshotSource;
     this.snapshotSource = null;
     this.lastLeaderContactMs = this.nowMs;
@@ -1048,8 +1050,12 @@ export class ReplicaCore {
     this.leaderLostAtMs = null;
     this.lastLeaderContactMs = this.nowMs;
     if (this.snapshotting) return;
-    if (message.leaderLastIndex <= this.installedSnapshotLastIndex) {
-      // A reminder sent before the snapshot this replica just installed: tell the leader where it stands.
+    if (
+      message.leaderLastIndex <= this.installedSnapshotLastIndex ||
+      this.nowMs - this.installedSnapshotAtMs < this.timings.electionTimeoutMs
+    ) {
+      // A reminder sent before the snapshot this replica just installed (it crossed this replica's answer):
+      // tell the leader where it stands rather than fetch a second snapshot.
       this.send(message.from, this.appendReply(false, 0, 0, false));
       return;
     }
@@ -1297,8 +1303,9 @@ export class ReplicaCore {
     if (this.role !== 'leader') return;
     for (const [ordinal, progress] of this.progress) {
       if (progress.snapshotRequestedAtMs !== null) {
-        // The follower is fetching a snapshot; remind it now and then in case the request was lost.
-        if (this.nowMs - progress.snapshotRequestedAtMs > this.timings.inSyncTimeoutMs) this.requestSnapshot(ordinal, progress);
+        // The follower is fetching a snapshot; remind it well within its election timeout, so that the request
+        // is repeated if it was lost and the follower never mistakes the wait for a dead leader.
+        if (this.nowMs - progress.snapshotRequestedAtMs > this.timings.electionTimeoutMs / 2) this.requestSnapshot(ordinal, progress);
         continue;
       }
       if (progress.nextIndex <= this.history.lastIndex && this.history.epochAt(progress.nextIndex - 1) === undefined) {
@@ -1437,6 +1444,11 @@ export class ReplicaCore {
       return;
     }
     if (this.caughtUp(progress)) progress.lastCaughtUpMs = this.nowMs;
+    if (reply.ok && reply.lastIndex === 0 && this.history.lastIndex > this.timings.maxEntriesPerAppend && progress.snapshotRequestedAtMs === null) {
+      // An empty replica accepted a heartbeat at index 0: it needs the whole log, which does not fit in an
+      // append; send the snapshot now rather than when the next write reveals the gap.
+      this.requestSnapshot(reply.from, progress);
+    }
     if (reply.ok) {
       progress.lastOkReplyMs = this.nowMs;
       // Only an accepted append of this epoch, sent by this very run (its clock), confirms the read
