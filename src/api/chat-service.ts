@@ -156,7 +156,10 @@ export class ChatService {
       RemoveMember: this.unary('RemoveMember', async (call) => this.removeMember(call.request, call.metadata)),
       RotateSessionKey: this.unary('RotateSessionKey', (call) => this.rotateSessionKey(call.request, call.metadata)),
       Backup: (call: grpc.ServerWritableStream<Request, unknown>) => void this.backup(call),
-      ForceLeadership: this.unary('ForceLeadership', async (call) => this.forceLeadership(call.request, call.metadata)),
+      // Served by the replica asked, which is not leading: that is the point.
+      ForceLeadership: this.unary('ForceLeadership', async (call) => this.forceLeadership(call.request, call.metadata), {
+        followersServe: true,
+      }),
     };
   }
 
