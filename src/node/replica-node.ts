@@ -667,7 +667,11 @@ export class ReplicaNode implements WritePath {
   /** The ordinal that leads `epoch`, when the newest record this replica knows is that epoch's. */
   leaderOfEpoch(epoch: number): number | undefined {
     const record = this.core.record;
-    return record !== null && record.epoch === epoch ? record.leader : undefined;
+    if (record !== null && record.epoch === epoch) return record.leader;
+    // The record may not have been read since this epoch began: the leader this replica follows in it is
+    // known from its appends.
+    if (epoch === this.core.epoch && this.core.currentLeader !== null) return this.core.currentLeader;
+    return undefined;
   }
 
   /** A consistent copy of this replica's database, taken while writes go on. */
