@@ -10,6 +10,15 @@ import { createPeerServiceClient, peerServiceClientConstructor } from './peer-pr
 /** Calls to one peer that may be outstanding at once. */
 const MAX_INFLIGHT_CALLS_PER_PEER = 64;
 const DELIVER_DEADLINE_MS = 2000;
+/** A channel whose calls have all failed for this long is replaced by a fresh one (see send). */
+const CHANNEL_RENEWAL_AFTER_FAILING_MS = 5000;
+
+interface PeerChannel {
+  readonly client: DeliverClient;
+  inflightCalls: number;
+  /** When its calls started failing without a success since; null while they succeed. */
+  failingSinceMs: number | null;
+}
 
 interface DeliverClient extends grpc.Client {
   Deliver(
@@ -21,7 +30,7 @@ interface DeliverClient extends grpc.Client {
 }
 
 export class PeerSender {
-  private readonly clients = new Map<string, { client: DeliverClient; inflightCalls: number }>();
+  private readonly clients = new Map<string, PeerChannel>();
   private readonly constructorForClients = peerServiceClientConstructor();
   private droppedMessagesCount = 0;
 
@@ -54,8 +63,20 @@ export class PeerSender {
       },
       new grpc.Metadata(),
       { deadline: Date.now() + DELIVER_DEADLINE_MS },
-      () => {
+      (error: grpc.ServiceError | null) => {
         entry.inflightCalls -= 1;
+        if (error === null) {
+          entry.failingSinceMs = null;
+          return;
+        }
+        entry.failingSinceMs ??= Date.now();
+        // A channel that has failed for a while may be stuck on an address the name no longer has (a
+        // restarted container or pod comes back elsewhere, and packets to the old address just vanish):
+        // a fresh channel resolves the name again from scratch.
+        if (Date.now() - entry.failingSinceMs > CHANNEL_RENEWAL_AFTER_FAILING_MS && this.clients.get(address) === entry) {
+          this.clients.delete(address);
+          entry.client.close();
+        }
       },
     );
   }
@@ -65,7 +86,7 @@ export class PeerSender {
     return this.entryFor(address).client;
   }
 
-  private entryFor(address: string): { client: DeliverClient; inflightCalls: number } {
+  private entryFor(address: string): PeerChannel {
     let entry = this.clients.get(address);
     if (entry === undefined) {
       const client = createPeerServiceClient(address, this.credentials, {
@@ -79,7 +100,7 @@ export class PeerSender {
         // again within a second, not grpc-js's default 30 s, or the leader keeps dialling the old address.
         'grpc.dns_min_time_between_resolutions_ms': 1000,
       }, this.constructorForClients) as unknown as DeliverClient;
-      entry = { client, inflightCalls: 0 };
+      entry = { client, inflightCalls: 0, failingSinceMs: null };
       this.clients.set(address, entry);
     }
     return entry;
