@@ -1301,6 +1301,7 @@ export class ReplicaCore {
 
   private sendAppends(): void {
     if (this.role !== 'leader') return;
+    const quorum = this.quorum();
     for (const [ordinal, progress] of this.progress) {
       if (progress.snapshotRequestedAtMs !== null) {
         // The follower is fetching a snapshot; remind it well within its election timeout, so that the request
@@ -1316,7 +1317,7 @@ export class ReplicaCore {
       // Followers out of the in-sync set are asked for their digest once they are close, at most once a
       // heartbeat, on an ordinary append: re-admission must not wait for a quiet moment that never comes.
       const wantsDigest =
-        !this.quorum().has(ordinal) &&
+        !quorum.has(ordinal) &&
         this.caughtUp(progress) &&
         this.nowMs - progress.lastDigestRequestMs >= this.timings.heartbeatIntervalMs;
       let sent = false;

@@ -3,25 +3,6 @@
  * shared by the protocol core, the driver and the simulation.
  */
 
-/**
- * Epochs are unique to their leader: `counter * EPOCH_ORDINAL_SPACE + ordinal`. Ordering epochs as numbers
- * orders them by counter first, and two replicas can never start the same epoch.
- */
-export const EPOCH_ORDINAL_SPACE = 1024;
-
-export function epochFor(counter: number, ordinal: number): number {
-  return counter * EPOCH_ORDINAL_SPACE + ordinal;
-}
-
-/** The smallest epoch owned by `ordinal` that is newer than `newerThan`. */
-export function nextEpoch(newerThan: number, ordinal: number): number {
-  return epochFor(Math.floor(newerThan / EPOCH_ORDINAL_SPACE) + 1, ordinal);
-}
-
-export function epochLeaderOrdinal(epoch: number): number {
-  return epoch % EPOCH_ORDINAL_SPACE;
-}
-
 /** A replica of the cluster: its ordinal (0, 1, 2 … as in a StatefulSet) and its peer address. */
 export interface Member {
   readonly ordinal: number;
@@ -64,18 +45,4 @@ export function compareLogPositions(
   b: { readonly lastEpoch: number; readonly lastIndex: number },
 ): number {
   return a.lastEpoch !== b.lastEpoch ? a.lastEpoch - b.lastEpoch : a.lastIndex - b.lastIndex;
-}
-
-export function sameConfiguration(a: Configuration, b: Configuration): boolean {
-  return JSON.stringify(normalizeConfiguration(a)) === JSON.stringify(normalizeConfiguration(b));
-}
-
-/** Sorted members and in-sync ordinals, so that equal configurations serialise equally. */
-export function normalizeConfiguration(configuration: Configuration): Configuration {
-  const removed = [...new Set(configuration.removed ?? [])].sort((a, b) => a - b);
-  return {
-    members: [...configuration.members].sort((a, b) => a.ordinal - b.ordinal),
-    inSync: [...new Set(configuration.inSync)].sort((a, b) => a - b),
-    ...(removed.length > 0 ? { removed } : {}),
-  };
 }
