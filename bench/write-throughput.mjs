@@ -21,7 +21,7 @@ const setup = await startBenchSetup(directory, replicas);
 const processes = [];
 for (let i = 0; i < replicas; i += 1) {
   processes.push(
-    spawn(process.execPath, [...(process.env.PROFILE_DIRECTORY && i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIRECTORY}`] : []),
+    spawn(process.execPath, [...(process.env.PROFILE_DIRECTORY && i === Number(process.env.PROFILE_REPLICA ?? 0) ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIRECTORY}`] : []),
       'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
       '--data-dir', join(directory, `replica-${i}`), '--listen', `127.0.0.1:${basePort + 10 * i + 1}`,
       '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',

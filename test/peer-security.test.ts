@@ -12,6 +12,9 @@
  * - an epoch beyond 2^53 - 1 is refused;
  * - a bounded, seeded fuzz loop of malformed and oversized messages of every type from an authenticated
  *   member is refused one by one with INVALID_ARGUMENT;
+ * - on the Stream method (binary frames), the same identities are refused, valid frames are taken, and the
+ *   first bad frame (not a frame, no message, values out of range, another sender, a command that is not
+ *   JSON or not a command, a leader-only message from a non-leader) ends the stream with a clear status;
  * and afterwards every replica still runs, a command of every kind a client can cause commits (so each
  * passes the followers' schema), and once stopped all state digests are equal.
  */
@@ -28,6 +31,8 @@ import {
   type PeerServiceClient,
   peerServiceDefinition,
 } from '../src/transport/peer-proto.js';
+import type { PeerMessage } from '../src/core/replication/messages.js';
+import { encodePeerMessage } from '../src/transport/peer-message-codec.js';
 import { loadPeerTls, peerChannelCredentials, peerServerCredentials } from '../src/transport/tls-credentials.js';
 import { RawChatClient } from './support/grpc-client.js';
 import { MAKE_DEV_CERTS, makePeerCertificates, type PeerCertificates } from './support/peer-certificates.js';
@@ -87,6 +92,31 @@ function deliver(
       (error: grpc.ServiceError | null) =>
         resolve(error === null ? { code: grpc.status.OK, details: '' } : { code: error.code, details: error.details }),
     );
+  });
+}
+
+/**
+ * Opens a Stream, writes `frames` (payloads already encoded) in order, ends it, and resolves with the
+ * status the receiver ended it with.
+ */
+function stream(
+  target: PeerServiceClient,
+  fromOrdinal: number,
+  frames: readonly Buffer[],
+  options: { clusterName?: string; fromClientAddress?: string } = {},
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const call = (target as unknown as Record<string, Function>).Stream!.call(
+      target,
+      new grpc.Metadata(),
+      { deadline: Date.now() + 5000 },
+      (error: grpc.ServiceError | null) =>
+        resolve(error === null ? { code: grpc.status.OK, details: '' } : { code: error.code, details: error.details }),
+    ) as grpc.ClientWritableStream<unknown>;
+    for (const payload of frames) {
+      call.write({ clusterName: options.clusterName ?? CLUSTER, fromOrdinal, payload, fromClientAddress: options.fromClientAddress ?? '' });
+    }
+    call.end();
   });
 }
 
@@ -174,6 +204,8 @@ describe('who may connect', () => {
       expect([name, grpc.status[outcome.code]]).toEqual([name, 'UNAVAILABLE']);
       const snapshot = await fetchSnapshot(attacker, 1);
       expect([name, grpc.status[snapshot.code]]).toEqual([name, 'UNAVAILABLE']);
+      const streamed = await stream(attacker, 1, [encodePeerMessage(JSON.parse(status) as PeerMessage)]);
+      expect([name, grpc.status[streamed.code]]).toEqual([name, 'UNAVAILABLE']);
     }
   });
 
@@ -192,6 +224,7 @@ describe('who may connect', () => {
     expect(grpc.status[outcome.code]).toBe('UNAUTHENTICATED');
     expect(outcome.details).toContain('names no replica');
     expect(grpc.status[(await fetchSnapshot(attacker, 1)).code]).toBe('UNAUTHENTICATED');
+    expect(grpc.status[(await stream(attacker, 1, [Buffer.alloc(0)])).code]).toBe('UNAUTHENTICATED');
   });
 
   test('a certificate issued by the same CA for another cluster is PERMISSION_DENIED', async () => {
@@ -203,6 +236,8 @@ describe('who may connect', () => {
     const outcome = await deliver(attacker, { fromOrdinal: 1, payload: '{}' });
     expect(grpc.status[outcome.code]).toBe('PERMISSION_DENIED');
     expect(outcome.details).toContain('another-cluster');
+    const streamed = await stream(attacker, 1, [Buffer.alloc(0)]);
+    expect([grpc.status[streamed.code], streamed.details]).toEqual(['PERMISSION_DENIED', outcome.details]);
   });
 });
 
@@ -462,6 +497,72 @@ describe('malformed input from an authenticated member', () => {
     }
   });
 });
+
+describe('the Stream method, with binary frames', () => {
+  test('valid frames are taken, and the first bad frame ends the stream with the status Deliver would give', async () => {
+    const { leader, epoch } = await clusterView();
+    const member = ORDINALS.find((ordinal) => ordinal !== leader)!;
+    const other = ORDINALS.find((ordinal) => ordinal !== leader && ordinal !== member)!;
+    const target = client(leader, certificates.clientCredentials(member));
+    const valid = (type: string): Buffer => encodePeerMessage(validMessages(member, epoch)[type] as unknown as PeerMessage);
+    // Valid frames pass every check, and the stream ends cleanly when the sender ends it. (Statuses only:
+    // a valid leave or reply would act on the cluster, and the last test compares its state.)
+    expect(await stream(target, member, [valid('status'), valid('status'), valid('status')])).toEqual({
+      code: grpc.status.OK,
+      details: '',
+    });
+    const status = validMessages(member, epoch).status!;
+    const refusals: [string, Buffer[], string, string][] = [
+      ['random bytes', [valid('status'), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])], 'INVALID_ARGUMENT', 'not a PeerMessageFrame'],
+      ['an empty frame', [Buffer.alloc(0)], 'INVALID_ARGUMENT', 'carries no message'],
+      ['an epoch beyond 2^53 - 1', [encodePeerMessage({ ...status, epoch: 2 ** 60 } as unknown as PeerMessage)], 'INVALID_ARGUMENT', 'epoch'],
+      ['a negative index', [encodePeerMessage({ ...status, lastIndex: -1 } as unknown as PeerMessage)], 'INVALID_ARGUMENT', 'lastIndex'],
+      ['a fractional epoch', [encodePeerMessage({ ...status, epoch: 1.5 } as unknown as PeerMessage)], 'INVALID_ARGUMENT', 'epoch'],
+      ['another sender in the message', [encodePeerMessage({ ...status, from: other } as unknown as PeerMessage)], 'PERMISSION_DENIED', `from ${other}`],
+      [
+        'an append whose command is not JSON',
+        [frameOfAppendWithCommand(member, epoch, Buffer.from('{not json', 'utf8'))],
+        'INVALID_ARGUMENT',
+        'not JSON',
+      ],
+      [
+        'an append whose command is not a command',
+        [frameOfAppendWithCommand(member, epoch, Buffer.from(JSON.stringify({ kind: 'dropTables' }), 'utf8'))],
+        'INVALID_ARGUMENT',
+        'entries.0.command',
+      ],
+    ];
+    for (const [what, frames, code, detail] of refusals) {
+      const outcome = await stream(target, member, frames);
+      expect([what, grpc.status[outcome.code]]).toEqual([what, code]);
+      expect(outcome.details).toContain(detail);
+    }
+    // The envelope is checked as Deliver checks it.
+    expect(grpc.status[(await stream(target, other, [valid('status')])).code]).toBe('PERMISSION_DENIED');
+    expect(grpc.status[(await stream(target, member, [valid('status')], { clusterName: 'elsewhere' })).code]).toBe('FAILED_PRECONDITION');
+    expect(grpc.status[(await stream(target, member, [valid('status')], { fromClientAddress: 'evil' })).code]).toBe('INVALID_ARGUMENT');
+    // An append from a member that does not lead the epoch is refused on a stream as in a call.
+    const append = encodePeerMessage(validMessages(member, epoch).append as unknown as PeerMessage);
+    expect(grpc.status[(await stream(target, member, [append])).code]).toBe('PERMISSION_DENIED');
+    const logged = servers[leader]!.logLines.filter((line) => line.msg === 'refused a peer call' && line.method === 'Stream');
+    expect(logged.length).toBeGreaterThan(0);
+  });
+});
+
+/** An append frame with one entry whose command bytes are `command`, which encodePeerMessage would never write. */
+function frameOfAppendWithCommand(from: number, epoch: number, command: Buffer): Buffer {
+  const valid = encodePeerMessage({
+    type: 'append', from, epoch, prevIndex: 0, prevEpoch: 0,
+    entries: [{ index: 1, epoch, command: { kind: 'placeholder' } }],
+    commitIndex: 0, sentAtMs: 1, leaderIncarnation: 1, requestDigest: false,
+  } as unknown as PeerMessage);
+  const placeholder = Buffer.from(JSON.stringify({ kind: 'placeholder' }), 'utf8');
+  const at = valid.indexOf(placeholder);
+  expect(at).toBeGreaterThan(0);
+  // Same length keeps every length prefix of the frame right.
+  const padded = Buffer.concat([command, Buffer.alloc(Math.max(0, placeholder.length - command.length), 0x20)]).subarray(0, placeholder.length);
+  return Buffer.concat([valid.subarray(0, at), padded, valid.subarray(at + placeholder.length)]);
+}
 
 describe('afterwards', () => {
   test('every replica still runs, every kind of client command commits, and once stopped all state digests are equal', async () => {

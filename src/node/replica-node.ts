@@ -64,6 +64,9 @@ export interface ReplicaNodeOptions {
   readonly clientAddress: string;
 }
 
+/** Entries kept in memory for building appends (see ReplicaNode.recentEntries): the pipeline's worth, twice. */
+const RECENT_ENTRIES = 8192;
+
 interface PendingWrite {
   readonly index: number;
   readonly resolve: () => void;
@@ -105,6 +108,12 @@ export class ReplicaNode implements WritePath {
   private swapDone: Promise<void> = Promise.resolve();
   private lastWaitingReason: string | null = null;
   private storeReachable = true;
+  /**
+   * The newest entries of the log, as they were appended, so that an append to a follower is built without
+   * reading them back from SQLite (every follower needs the same entries, usually within a millisecond of
+   * their commit). Bounded by RECENT_ENTRIES; anything older is read from the store.
+   */
+  private readonly recentEntries = new Map<number, LogEntry>();
 
   constructor(
     private readonly options: ReplicaNodeOptions,
@@ -270,6 +279,7 @@ export class ReplicaNode implements WritePath {
           const { entry, result } = this.store.appendAndApply(position.epoch, command);
           appended = true;
           outcomes.push(() => {
+            this.remember(entry);
             this.core.clientEntryAppended(entry.index, this.clock.nowMs());
             this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
           });
@@ -379,7 +389,8 @@ export class ReplicaNode implements WritePath {
     // Writes that arrive in the same turn of the event loop go out in one append per follower.
     this.clock.defer(() => {
       this.flushScheduled = false;
-      if (this.stopped) return;
+      // During a snapshot swap the store is closed; the swap carries out the core's output when it is done.
+      if (this.stopped || this.swapping) return;
       this.guard('flush', () => {
         if (!this.readWaitingForCommit()) this.applySubmitted();
         this.core.flush(this.clock.nowMs());
@@ -422,8 +433,11 @@ export class ReplicaNode implements WritePath {
         received = { ...message, digestVerified: this.store.chainAt(message.digest.index) === message.digest.value };
       }
       this.core.receive(received, this.clock.nowMs());
-      this.carryOut();
     });
+    // Carried out once the turn's other messages are in (scheduleFlush): appends that arrive together
+    // are persisted in one transaction (one fsync), and replies that arrive together are acted on at once.
+    // Until then nothing of the core's output has been sent, so nothing claims what is not yet on disk.
+    this.scheduleFlush();
   }
 
   /**
@@ -525,7 +539,30 @@ export class ReplicaNode implements WritePath {
     }
     this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
     this.seams.storageFaults?.afterWrite('entries');
+    for (const entry of logEntries) this.remember(entry);
     this.truncateLogIfLong();
+  }
+
+  /** Keeps a committed entry for building appends; see recentEntries. */
+  private remember(entry: LogEntry): void {
+    this.recentEntries.set(entry.index, entry);
+    // Map iteration follows insertion, which follows the log: the first key is the oldest.
+    if (this.recentEntries.size > RECENT_ENTRIES) this.recentEntries.delete(this.recentEntries.keys().next().value!);
+  }
+
+  /** Entries `fromIndex` to `toIndex` of the log: from recentEntries when it holds them all, else from SQLite. */
+  private entriesBetween(fromIndex: number, toIndex: number): LogEntry[] {
+    const count = toIndex - fromIndex + 1;
+    const first = this.recentEntries.get(fromIndex);
+    const last = this.recentEntries.get(toIndex);
+    if (first !== undefined && last !== undefined) {
+      // The map holds a contiguous run of the log (entries are remembered in order, and forgotten oldest
+      // first), so holding both ends means holding everything between.
+      const entries: LogEntry[] = [];
+      for (let index = fromIndex; index <= toIndex; index += 1) entries.push(this.recentEntries.get(index)!);
+      return entries;
+    }
+    return this.store.entries(fromIndex, count);
   }
 
   /** Keeps the log within its bound, deleting in steps of a tenth of it so that deletes stay rare. */
@@ -535,6 +572,10 @@ export class ReplicaNode implements WritePath {
     const firstIndex = this.store.lastIndex - retention + 1;
     this.store.truncateLogBefore(firstIndex);
     this.core.logTruncated(firstIndex);
+    for (const index of this.recentEntries.keys()) {
+      if (index >= firstIndex) break;
+      this.recentEntries.delete(index);
+    }
   }
 
   /** A follower's entries carry their command; the leader's own entries get one made here. */
@@ -557,7 +598,7 @@ export class ReplicaNode implements WritePath {
     if (message.type === 'append') {
       if (message.entryRange === undefined) return message;
       const { fromIndex, toIndex } = message.entryRange;
-      const entries: WireEntry[] = this.store.entries(fromIndex, toIndex - fromIndex + 1).map((entry) => ({
+      const entries: WireEntry[] = this.entriesBetween(fromIndex, toIndex).map((entry) => ({
         index: entry.index,
         epoch: entry.epoch,
         command: entry.command,
@@ -623,7 +664,11 @@ export class ReplicaNode implements WritePath {
     try {
       // This replica's promises (epoch, campaign, run counter) are not in the snapshot: carry them over.
       const promises = this.store.localPromises();
+      // Peer messages received in this turn may have left output to carry out (see onPeerMessage): it
+      // belongs to the database being replaced, so it is carried out before the store closes.
+      this.carryOut();
       this.seams.storageFaults?.beforeWrite('snapshot');
+      this.recentEntries.clear();
       this.swapping = true;
       let swapped!: () => void;
       this.swapDone = new Promise((resolve) => (swapped = resolve));

@@ -76,6 +76,18 @@ function toMessage(row: MessageRow): StoredMessage {
   };
 }
 
+/**
+ * True when SQLite hands `value` back unchanged from the TEXT or INTEGER column it is written to. A string
+ * is stored as UTF-8, which a lone surrogate does not survive (it reads back as U+FFFD); a number survives,
+ * integer or not, except -0 (read back as 0) and NaN (stored as NULL). Anything else (a bigint, a boolean)
+ * may come back changed.
+ */
+function readsBackUnchanged(value: unknown): boolean {
+  // String.prototype.isWellFormed is in Node 20, but not in the ES2022 library this project compiles against.
+  if (typeof value === 'string') return (value as string & { isWellFormed(): boolean }).isWellFormed();
+  return typeof value === 'number' && !Object.is(value, -0) && !Number.isNaN(value);
+}
+
 /** Token-signing keys live at once at most; a rotation beyond that is refused until older keys retire. */
 export const SESSION_KEYS_LIVE_MAX = 16;
 
@@ -288,16 +300,30 @@ export class ChatState {
     // The recipient as typed may differ in case from the account's name; the message names the account.
     const recipient = this.canonicalUsername(command.recipient);
     if (recipient === undefined) throw new NotFoundError(`no account named ${command.recipient}`);
-    this.statements.insertMessage!.run(
-      command.messageId,
-      logIndex,
-      command.sender,
+    // The row as insertMessage writes it (delivered starts at 0), and as `SELECT *` would read it back.
+    const row: MessageRow = {
+      id: command.messageId,
+      sequence: logIndex,
+      sender: command.sender,
       recipient,
-      command.body,
-      command.timestampMs,
-      command.instant ? 1 : 0,
-    );
-    const message = this.message(command.messageId);
+      body: command.body,
+      sent_at_ms: command.timestampMs,
+      delivered: 0,
+      instant: command.instant ? 1 : 0,
+    };
+    this.statements.insertMessage!.run(row.id, row.sequence, row.sender, row.recipient, row.body, row.sent_at_ms, row.instant);
+    // No trigger changes an inserted message, so the result is the row just written, mapped as a read maps
+    // it; reading it back would cost a statement per send. A value that SQLite would give back changed is
+    // the exception: then the message is read back, so that the result is always what the table holds.
+    // (The recipient came from the users table, so it reads back unchanged.)
+    const message =
+      readsBackUnchanged(row.id) &&
+      readsBackUnchanged(row.sequence) &&
+      readsBackUnchanged(row.sender) &&
+      readsBackUnchanged(row.body) &&
+      readsBackUnchanged(row.sent_at_ms)
+        ? toMessage(row)
+        : this.message(command.messageId);
     assert(message !== undefined, 'a message just inserted must be found');
     return { message };
   }

@@ -9,7 +9,7 @@
  * deleted, so an entry always reads back as the command that was appended, whatever the log's retention.
  */
 import { assert } from '../core/assert.js';
-import { type Command, type CommandResult, isClientCommand } from '../core/commands.js';
+import { type Command, type CommandResult, isClientCommand, type StoredMessage } from '../core/commands.js';
 
 const ENVELOPE_KEYS = ['requestId', 'principal', 'fingerprint', 'timestampMs'] as const;
 /** The fields of a send in the order the chat service builds them, after the envelope. */
@@ -52,9 +52,32 @@ export function canonicalCommand(command: Command): Command {
   return ordered as unknown as Command;
 }
 
-/** The text the log chain hashes for a command. */
+/** The keys canonicalCommand puts first, in its order: for a send, and for any other client command. */
+const CANONICAL_SEND_KEYS: readonly string[] = ['kind', ...ENVELOPE_KEYS, ...SEND_KEYS];
+const CANONICAL_CLIENT_KEYS: readonly string[] = ['kind', ...ENVELOPE_KEYS];
+
+/**
+ * True when canonicalCommand(command) would have the same keys as the command, in the same order, so that
+ * both serialise to the same JSON. That is so when the command's own keys begin with the keys
+ * canonicalCommand puts first, in its order (no integer-like key can come before them then), and no later
+ * key is one that Object.prototype has, which canonicalCommand's `key in ordered` would skip.
+ */
+function isInCanonicalOrder(command: Command): boolean {
+  if (!isClientCommand(command)) return true;
+  const keys = Object.keys(command);
+  const first = command.kind === 'sendMessage' ? CANONICAL_SEND_KEYS : CANONICAL_CLIENT_KEYS;
+  if (keys.length < first.length) return false;
+  for (let position = 0; position < first.length; position += 1) if (keys[position] !== first[position]) return false;
+  for (let position = first.length; position < keys.length; position += 1) if (keys[position]! in Object.prototype) return false;
+  return true;
+}
+
+/**
+ * The text the log chain hashes for a command. A command already in canonical order (the chat service
+ * builds them so, and the peer schema parses them into it) is serialised as it is, without building a copy.
+ */
 export function commandChainText(command: Command): string {
-  return JSON.stringify(canonicalCommand(command));
+  return JSON.stringify(isInCanonicalOrder(command) ? command : canonicalCommand(command));
 }
 
 /**
@@ -63,16 +86,33 @@ export function commandChainText(command: Command): string {
  */
 export function storedCommandText(command: Command, result: CommandResult): string {
   if (!isClientCommand(command)) return JSON.stringify(command);
-  const stored: Record<string, unknown> = { ...command };
-  for (const key of ENVELOPE_KEYS) delete stored[key];
-  if (command.kind === 'sendMessage') {
-    const message = (result as CommandResult<'sendMessage'>).message;
-    if (message.id === command.messageId) delete stored.messageId;
-    if (message.sender === command.sender) delete stored.sender;
-    if (message.body === command.body) delete stored.body;
-    if (message.instant === command.instant) delete stored.instant;
+  const fields = command as unknown as Record<string, unknown>;
+  const message = command.kind === 'sendMessage' ? (result as CommandResult<'sendMessage'>).message : undefined;
+  // The kept keys are copied in the command's own order, into a new object: the same JSON as copying the
+  // whole command and deleting the others, without the deletions that make an object slow to serialise.
+  const stored: Record<string, unknown> = {};
+  for (const key of Object.keys(fields)) {
+    if (!leftOutOfStoredText(key, command, message)) stored[key] = fields[key];
   }
   return JSON.stringify(stored);
+}
+
+/** Whether a client command's key is left out of its log text: see the top of this file. */
+function leftOutOfStoredText(key: string, command: Command, message: StoredMessage | undefined): boolean {
+  if ((ENVELOPE_KEYS as readonly string[]).includes(key)) return true;
+  if (message === undefined || command.kind !== 'sendMessage') return false;
+  switch (key) {
+    case 'messageId':
+      return message.id === command.messageId;
+    case 'sender':
+      return message.sender === command.sender;
+    case 'body':
+      return message.body === command.body;
+    case 'instant':
+      return message.instant === command.instant;
+    default:
+      return false;
+  }
 }
 
 /** The command a log row holds, with the values it refers to joined back in. */

@@ -43,6 +43,19 @@ export class ReplicaStore {
   /** Chain values of entries staged in the open transaction, promoted to `recentChains` on commit. */
   private stagedChains: [number, string][] = [];
   private readonly recentChains = new Map<number, string>();
+  /**
+   * How many atomically() calls are running. The outermost one writes the log chain to cluster_state; it
+   * is counted here rather than read from database.inTransaction, because a caller may open a transaction
+   * of its own around appendAndApply (test/support/membership-cluster.ts does), and the chain must then
+   * still be written inside that transaction, as it always was.
+   */
+  private atomicDepth = 0;
+  /**
+   * One transaction function for every atomically() call: database.transaction() builds four wrapper
+   * functions each time it is called, which cost as much as a statement per entry. Nested calls still
+   * become savepoints, because the wrapper checks database.inTransaction each time it runs.
+   */
+  private readonly transaction;
   private readonly appendStatement;
   private readonly entriesStatement;
   private readonly chainStatement;
@@ -52,6 +65,7 @@ export class ReplicaStore {
 
   private constructor(readonly database: SqliteDatabase) {
     this.chat = new ChatState(database);
+    this.transaction = database.transaction((work: () => unknown): unknown => work());
     this.appendStatement = database.prepare('INSERT INTO command_log (log_index, epoch, command) VALUES (?, ?, ?)');
     // Entries are stored without the values their request and message rows hold (command-encoding.ts).
     this.entriesStatement = database.prepare(`${LOG_ROW_SELECT} WHERE l.log_index >= ? ORDER BY l.log_index LIMIT ?`);
@@ -113,22 +127,50 @@ export class ReplicaStore {
   /**
    * Runs `work` in one transaction (nested calls become savepoints). The counters of entries applied inside
    * move to the committed view only once the outermost transaction commits; if it throws, they fall back.
+   * A nested call that throws puts the staged counters back to where they were when it began, because its
+   * savepoint has been rolled back and took its entries with it.
+   *
+   * The log chain is written to cluster_state once, at the end of the outermost call and inside its
+   * transaction, rather than once per entry: only the last value can ever be committed, and an entry whose
+   * savepoint was rolled back has already left the staged chain by then.
    */
   atomically<T>(work: () => T): T {
     const outermost = !this.database.inTransaction;
+    const first = this.atomicDepth === 0;
+    const before = this.staged;
+    const stagedChainCount = this.stagedChains.length;
+    this.atomicDepth += 1;
     try {
-      const result = this.database.transaction(work)();
+      // The transaction function is shared, so its type cannot carry T: it returns what `work` returned.
+      const result = this.transaction(() => {
+        const value = work();
+        if (first && this.staged.lastIndex !== before.lastIndex) this.chainStatement.run(this.staged.logChain);
+        return value;
+      }) as T;
       if (outermost) this.promote();
       return result;
     } catch (error) {
-      if (outermost) this.rollBackCounters();
+      if (outermost) {
+        this.rollBackCounters();
+      } else {
+        this.staged = before;
+        this.stagedChains.length = stagedChainCount;
+      }
       throw error;
+    } finally {
+      this.atomicDepth -= 1;
     }
   }
 
   private promote(): void {
     this.committed = this.staged;
-    for (const [index, chain] of this.stagedChains) this.recentChains.set(index, chain);
+    for (const [index, chain] of this.stagedChains) {
+      this.recentChains.set(index, chain);
+      // Entries are staged one after another (stageEntry asserts it), so the oldest remembered one is the
+      // one RECENT_CHAIN_ENTRIES back: deleting it by key is what the loop below would do, but in constant
+      // time. The Map's first key, after many deletions, costs a scan over the holes they leave.
+      if (this.recentChains.size > RECENT_CHAIN_ENTRIES) this.recentChains.delete(index - RECENT_CHAIN_ENTRIES);
+    }
     this.stagedChains = [];
     while (this.recentChains.size > RECENT_CHAIN_ENTRIES) this.recentChains.delete(this.recentChains.keys().next().value!);
   }
@@ -148,35 +190,49 @@ export class ReplicaStore {
     return { entry, result };
   }
 
-  /** Applies an entry that must directly follow the last one (a follower's path, and replay). */
+  /**
+   * Applies an entry that must directly follow the last one (a follower's path, and replay), in a
+   * transaction of its own (a savepoint when nested), so that a ChatError leaves nothing behind.
+   */
   applyEntry(entry: LogEntry): CommandResult {
+    return this.atomically(() => this.stageEntry(entry));
+  }
+
+  /**
+   * Applies entries that directly follow the log, all in one transaction: one fsync for a whole batch.
+   * The entries share that transaction without a savepoint each: an entry that fails to apply fails the
+   * whole batch, which rolls back every entry of it, so a savepoint per entry would never be rolled back
+   * to on its own.
+   */
+  applyEntries(entries: readonly LogEntry[]): void {
+    if (entries.length === 0) return;
+    this.atomically(() => {
+      for (const entry of entries) this.stageEntry(entry);
+    });
+  }
+
+  /**
+   * Applies and appends one entry in the open transaction, and stages its counters. Whoever calls it rolls
+   * the transaction (or savepoint) back if it throws; atomically() then puts the staged counters back, and
+   * writes the chain to cluster_state before the outermost transaction commits.
+   */
+  private stageEntry(entry: LogEntry): CommandResult {
     const before = this.staged;
     assert(entry.index === before.lastIndex + 1, `entry ${entry.index} does not follow ${before.lastIndex}`);
     assert(entry.epoch >= before.lastEpoch, `entry epoch ${entry.epoch} is older than ${before.lastEpoch}`);
     const chainText = commandChainText(entry.command);
     const chain = createHash('sha256').update(`${before.logChain}\n${entry.index}\n${chainText}`).digest('hex');
-    return this.atomically(() => {
-      const applied = this.chat.apply(entry.index, entry.command);
-      this.appendStatement.run(entry.index, entry.epoch, storedCommandText(entry.command, applied));
-      this.chainStatement.run(chain);
-      // Staged only once every statement succeeded: a ChatError above leaves the counters as they were.
-      this.staged = {
-        lastIndex: entry.index,
-        lastEpoch: entry.epoch,
-        lastTimestampMs: Math.max(before.lastTimestampMs, entry.command.timestampMs),
-        logChain: chain,
-      };
-      this.stagedChains.push([entry.index, chain]);
-      return applied;
-    });
-  }
-
-  /** Applies entries that directly follow the log, all in one transaction: one fsync for a whole batch. */
-  applyEntries(entries: readonly LogEntry[]): void {
-    if (entries.length === 0) return;
-    this.atomically(() => {
-      for (const entry of entries) this.applyEntry(entry);
-    });
+    const applied = this.chat.apply(entry.index, entry.command);
+    this.appendStatement.run(entry.index, entry.epoch, storedCommandText(entry.command, applied));
+    // Staged only once every statement succeeded: a ChatError above leaves the counters as they were.
+    this.staged = {
+      lastIndex: entry.index,
+      lastEpoch: entry.epoch,
+      lastTimestampMs: Math.max(before.lastTimestampMs, entry.command.timestampMs),
+      logChain: chain,
+    };
+    this.stagedChains.push([entry.index, chain]);
+    return applied;
   }
 
   /** The oldest index the log still holds. */

@@ -17,6 +17,7 @@ import {
   USERNAME_PATTERN,
 } from '../core/limits.js';
 import type { PeerMessage } from '../core/replication/messages.js';
+import { decodePeerFrame } from './peer-message-codec.js';
 
 /** Every message but an append is a few hundred bytes; anything larger is refused before it is parsed. */
 export const SMALL_PEER_MESSAGE_MAX_BYTES = 4 * 1024;
@@ -271,21 +272,36 @@ export type PeerPayloadCheck =
   | { readonly ok: true; readonly message: PeerMessage }
   | { readonly ok: false; readonly problem: string };
 
-/** Builds the checker for one replica's limits; cheap to call once at start. */
+/** Builds the checker of JSON payloads (Deliver) for one replica's limits; cheap to call once at start. */
 export function createPeerPayloadParser(limits: PeerMessageLimits): (payload: Buffer) => PeerPayloadCheck {
+  return createParser(limits, (payload) => {
+    try {
+      return { ok: true, value: JSON.parse(payload.toString('utf8')) as unknown };
+    } catch {
+      return { ok: false, problem: 'the payload is not JSON' };
+    }
+  });
+}
+
+/** Builds the checker of binary frames (Stream, peer-message-codec.ts): the same checks as for JSON. */
+export function createPeerFrameParser(limits: PeerMessageLimits): (payload: Buffer) => PeerPayloadCheck {
+  return createParser(limits, decodePeerFrame);
+}
+
+function createParser(
+  limits: PeerMessageLimits,
+  decode: (payload: Buffer) => { ok: true; value: unknown } | { ok: false; problem: string },
+): (payload: Buffer) => PeerPayloadCheck {
   const schema = messageSchema(limits);
   return (payload) => {
     if (payload.length > APPEND_PEER_MESSAGE_MAX_BYTES) {
       return { ok: false, problem: `the payload is ${payload.length} bytes, more than ${APPEND_PEER_MESSAGE_MAX_BYTES}` };
     }
-    let value: unknown;
-    try {
-      value = JSON.parse(payload.toString('utf8'));
-    } catch {
-      return { ok: false, problem: 'the payload is not JSON' };
-    }
-    // The size rule needs the type, and the type needs parsing: a large non-append was parsed once (bounded
-    // by the frame limit above) and is refused here before any schema work.
+    const decoded = decode(payload);
+    if (!decoded.ok) return decoded;
+    const value = decoded.value;
+    // The size rule needs the type, and the type needs decoding: a large non-append was decoded once
+    // (bounded by the frame limit above) and is refused here before any schema work.
     const type = typeof value === 'object' && value !== null ? (value as { type?: unknown }).type : undefined;
     if (type !== 'append' && payload.length > SMALL_PEER_MESSAGE_MAX_BYTES) {
       return {

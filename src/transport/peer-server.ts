@@ -16,7 +16,14 @@ import type { Logger } from 'pino';
 import type { PeerMessage } from '../core/replication/messages.js';
 import type { SnapshotFile } from '../storage/snapshot.js';
 import { identityFromCertificate, type PeerIdentity } from './peer-identity.js';
-import { createPeerPayloadParser, LEADER_MESSAGE_TYPES, type PeerMessageLimits, peerAddressSchema } from './peer-message-schema.js';
+import {
+  createPeerFrameParser,
+  createPeerPayloadParser,
+  LEADER_MESSAGE_TYPES,
+  type PeerMessageLimits,
+  type PeerPayloadCheck,
+  peerAddressSchema,
+} from './peer-message-schema.js';
 import type { FetchSnapshotCall } from './peer-proto.js';
 import { serveSnapshot } from './snapshot-transfer.js';
 
@@ -68,6 +75,9 @@ export function peerServiceHandlers(
   options: PeerServiceOptions,
 ): grpc.UntypedServiceImplementation {
   const parsePayload = createPeerPayloadParser(options.limits);
+  const parseFrame = createPeerFrameParser(options.limits);
+  /** The last from_client_address found valid; see deliver. */
+  let lastCheckedAddress = '';
   let snapshotsInProgress = 0;
   let refusalsThisSecond = 0;
   let currentSecond = 0;
@@ -108,9 +118,8 @@ export function peerServiceHandlers(
     }
   };
 
-  const deliver = (call: grpc.ServerUnaryCall<Envelope, unknown>): void => {
-    const identity = authenticate(call);
-    const request = call.request;
+  /** Checks one envelope from the authenticated `identity` and hands its message to the replica. */
+  const deliver = (identity: PeerIdentity, request: Envelope, parse: (payload: Buffer) => PeerPayloadCheck): void => {
     if (typeof request.clusterName !== 'string' || request.clusterName.length > CLUSTER_NAME_MAX_LENGTH) {
       throw new Refusal(grpc.status.INVALID_ARGUMENT, 'cluster_name is not a cluster name');
     }
@@ -122,11 +131,16 @@ export function peerServiceHandlers(
     }
     claimed(identity, 'from_ordinal', request.fromOrdinal);
     const fromClientAddress = request.fromClientAddress;
-    if (typeof fromClientAddress !== 'string' || (fromClientAddress !== '' && !peerAddressSchema.safeParse(fromClientAddress).success)) {
+    if (
+      typeof fromClientAddress !== 'string' ||
+      (fromClientAddress !== '' && fromClientAddress !== lastCheckedAddress && !peerAddressSchema.safeParse(fromClientAddress).success)
+    ) {
       throw new Refusal(grpc.status.INVALID_ARGUMENT, 'from_client_address must be empty or host:port of at most 255 bytes');
     }
+    // Every frame of a stream carries the same address: checking it once is enough.
+    lastCheckedAddress = fromClientAddress;
     if (!Buffer.isBuffer(request.payload)) throw new Refusal(grpc.status.INVALID_ARGUMENT, 'the payload is missing');
-    const checked = parsePayload(request.payload);
+    const checked = parse(request.payload);
     if (!checked.ok) throw new Refusal(grpc.status.INVALID_ARGUMENT, checked.problem);
     const message = checked.message;
     claimed(identity, 'from', message.from);
@@ -145,13 +159,52 @@ export function peerServiceHandlers(
   return {
     Deliver(call: grpc.ServerUnaryCall<Envelope, unknown>, callback: grpc.sendUnaryData<unknown>) {
       try {
-        deliver(call);
+        deliver(authenticate(call), call.request, parsePayload);
       } catch (error) {
         if (!(error instanceof Refusal)) throw error;
         logRefusal('Deliver', call.getPeer(), error);
         return callback({ code: error.code, details: error.message });
       }
       return callback(null, {});
+    },
+
+    /**
+     * One sender's frames, in order. The caller is authenticated once: a connection's certificate does not
+     * change. The first frame that fails a check ends the stream with the status Deliver would answer, and
+     * nothing after it is read; the sender opens a new stream for its next message.
+     */
+    Stream(call: grpc.ServerReadableStream<Envelope, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      let identity: PeerIdentity;
+      try {
+        identity = authenticate(call);
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        logRefusal('Stream', call.getPeer(), error);
+        return callback({ code: error.code, details: error.message });
+      }
+      let ended = false;
+      const end = (status: Partial<grpc.StatusObject> | null): void => {
+        if (ended) return;
+        ended = true;
+        call.removeAllListeners('data');
+        if (status === null) callback(null, {});
+        else callback(status);
+      };
+      call.on('data', (request: Envelope) => {
+        if (ended) return;
+        try {
+          deliver(identity, request, parseFrame);
+        } catch (error) {
+          if (!(error instanceof Refusal)) throw error;
+          logRefusal('Stream', call.getPeer(), error);
+          end({ code: error.code, details: error.message });
+        }
+      });
+      call.on('end', () => end(null));
+      call.on('error', () => end(null));
+      // Headers now tell the sender the stream was accepted (its sign that this peer answers again).
+      call.sendMetadata(new grpc.Metadata());
+      return undefined;
     },
 
     FetchSnapshot(call: FetchSnapshotCall) {
