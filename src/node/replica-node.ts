@@ -17,7 +17,7 @@ import { assert } from '../core/assert.js';
 import type { ClientCommand, Command, CommandResult } from '../core/commands.js';
 import { ChatError, FailedPreconditionError, UnavailableError } from '../core/errors.js';
 import type { ClusterRecord } from '../core/replication/cluster-record.js';
-import type { PeerMessage } from '../core/replication/messages.js';
+import type { Outgoing, PeerMessage } from '../core/replication/messages.js';
 import {
   type CoreOutput,
   type ProtocolStatus,
@@ -252,7 +252,6 @@ export class ReplicaNode implements WritePath {
     }
     const outcomes: (() => void)[] = [];
     let appended = false;
-    this.seams.storageFaults?.beforeWrite('entries');
     const startedAtMs = this.clock.nowMs();
     this.store.atomically(() => {
       for (const item of batch) {
@@ -278,16 +277,22 @@ export class ReplicaNode implements WritePath {
           // A ChatError (the command does not apply) rolls back this write's savepoint only.
           const { entry, result } = this.store.appendAndApply(position.epoch, command);
           appended = true;
-          outcomes.push(() => {
-            this.remember(entry);
-            this.core.clientEntryAppended(entry.index, this.clock.nowMs());
-            this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
-          });
+          this.remember(entry);
+          this.core.clientEntryAppended(entry.index, this.clock.nowMs());
+          outcomes.push(() => this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject));
         } catch (error) {
           if (!(error instanceof ChatError)) throw error;
           outcomes.push(() => item.reject(error));
         }
       }
+      // The appends leave before this transaction commits, so that the leader's fsync overlaps the
+      // followers' instead of preceding them. Nothing is acknowledged before the commit returns: writes
+      // are answered only from output.commitIndex, which carryOut acts on afterwards. If the commit fails,
+      // the process ends (fail-stop), and the followers may hold entries their leader lost: an
+      // unacknowledged tail, which the next leader commits or repairs as after any leader crash.
+      if (appended) this.sendNow(this.core.takeAppendsBeforeCommit(this.clock.nowMs()));
+      // The simulation fails the leader's commit here, after its appends went out: the case above.
+      this.seams.storageFaults?.beforeWrite('entries');
     });
     if (appended) this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
     this.seams.storageFaults?.afterWrite('entries');
@@ -392,6 +397,19 @@ export class ReplicaNode implements WritePath {
       // During a snapshot swap the store is closed; the swap carries out the core's output when it is done.
       if (this.stopped || this.swapping) return;
       this.guard('flush', () => {
+        // What earlier inputs of this turn left is carried out first: the appends applySubmitted sends
+        // before its commit must be the only output not yet carried out (see takeAppendsBeforeCommit).
+        if (this.submitted.length > 0) {
+          const readsWaiting = this.reads.length;
+          this.carryOut();
+          if (this.reads.length < readsWaiting) {
+            // A read was just served: its caller reads the tables when its promise settles, after this
+            // turn. New writes applied now would show in it before they are committed, so they wait for
+            // the next turn.
+            this.scheduleFlush();
+            return;
+          }
+        }
         if (!this.readWaitingForCommit()) this.applySubmitted();
         this.core.flush(this.clock.nowMs());
         this.carryOut();
@@ -456,11 +474,7 @@ export class ReplicaNode implements WritePath {
     for (const change of output.recordChanges) this.logger.info({ epoch: this.core.epoch, record: this.core.record }, change);
     if (output.entriesToPersist.length > 0) this.persist(output.entriesToPersist);
     if (output.storeRequest !== undefined) this.askStore(output.storeRequest);
-    for (const outgoing of output.messages) {
-      const address = this.core.memberAddress(outgoing.to);
-      if (address === undefined) continue;
-      this.seams.transport.send(address, this.prepareForSending(outgoing.message));
-    }
+    this.sendNow(output.messages);
     if (output.steppedDown !== undefined) {
       this.logger.warn({ epoch: this.core.epoch, reason: output.steppedDown }, 'stepped down');
       this.failWaiting(this.notLeader());
@@ -470,6 +484,14 @@ export class ReplicaNode implements WritePath {
     this.settleReads();
     this.reportRole();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
+  }
+
+  private sendNow(messages: readonly Outgoing[]): void {
+    for (const outgoing of messages) {
+      const address = this.core.memberAddress(outgoing.to);
+      if (address === undefined) continue;
+      this.seams.transport.send(address, this.prepareForSending(outgoing.message));
+    }
   }
 
   private persistPromises(output: CoreOutput): void {
@@ -610,8 +632,11 @@ export class ReplicaNode implements WritePath {
       return { ...rest, entries };
     }
     if (message.type === 'appendReply' && message.digest !== undefined) {
-      assert(message.digest.index === this.store.lastIndex, 'a digest is taken at the last index');
-      return { ...message, digest: { index: message.digest.index, value: this.store.logChainDigest } };
+      // The digest names the last index when the append was received; later appends of the same turn may
+      // have been persisted since (see onPeerMessage), so it is the chain value at that index, not the last.
+      const value = this.store.chainAt(message.digest.index);
+      assert(value !== undefined, `no chain value for index ${message.digest.index}, which was just persisted`);
+      return { ...message, digest: { index: message.digest.index, value } };
     }
     return message;
   }
