@@ -3,10 +3,12 @@
  * loopback with mutual TLS: messages go out on one stream, in the order they were sent, as binary frames
  * the peer server's own parser accepts; a receiver that ends the stream with an error gets the next
  * messages on a new stream; and a peer of the previous version, which answers UNIMPLEMENTED to Stream, is
- * sent the same messages as JSON Deliver calls.
+ * sent the same messages as JSON Deliver calls; and a peer address where nothing answers (packets to an
+ * address a restarted container no longer has) gets a fresh channel, which dials again, within seconds.
  */
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PeerMessage } from '../src/core/replication/messages.js';
@@ -104,8 +106,8 @@ function status(sentAtMs: number): PeerMessage {
   return { type: 'status', from: 0, epoch: 1, lastIndex: 5, lastEpoch: 1, leaderOrdinal: 0, replyWanted: false, sentAtMs, askedAtMs: null };
 }
 
-async function until(what: string, condition: () => boolean): Promise<void> {
-  const giveUpAt = Date.now() + 10_000;
+async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const giveUpAt = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -172,3 +174,26 @@ test('a peer of the previous version, without Stream, is sent the same messages 
   await until('the message sent after the fallback', () => peer.received.some((item) => item.message === sentAfterwards || (item.message.type === 'status' && item.message.sentAtMs === 10_000)));
   expect(peer.received.every((item) => item.method === 'Deliver')).toBe(true);
 });
+
+test('a stream that is never accepted is given up, and the failures get the channel replaced: it dials again', async () => {
+  // A listener that accepts TCP connections and never answers, like an address whose packets vanish.
+  const sockets: Socket[] = [];
+  const silent: Server = createServer((socket) => void sockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const address = `127.0.0.1:${(silent.address() as { port: number }).port}`;
+  const sending = sender();
+  let n = 1;
+  try {
+    // Without a deadline on acceptance the first stream would wait on its connection for grpc-js's 20 s
+    // connect timeout, and nothing would fail in the meantime.
+    await until('a second connection from a fresh channel', () => {
+      sending.send(address, status(n));
+      n += 1;
+      return sockets.length >= 2;
+    }, 15_000);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
+  expect(sockets.length).toBeGreaterThanOrEqual(2);
+}, 20_000);

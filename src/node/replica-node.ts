@@ -66,6 +66,13 @@ export interface ReplicaNodeOptions {
 
 /** Entries kept in memory for building appends (see ReplicaNode.recentEntries): the pipeline's worth, twice. */
 const RECENT_ENTRIES = 8192;
+/** And at most about this much memory, whatever the message size limit (bodies may be up to 1 MiB). */
+const RECENT_ENTRIES_MAX_BYTES = 64 * 1024 * 1024;
+
+/** What an entry costs in memory, roughly: its message body (UTF-16), plus a fixed part for the rest. */
+function approximateSizeBytes(entry: LogEntry): number {
+  return 512 + (entry.command.kind === 'sendMessage' ? 2 * entry.command.body.length : 0);
+}
 
 interface PendingWrite {
   readonly index: number;
@@ -114,6 +121,7 @@ export class ReplicaNode implements WritePath {
    * their commit). Bounded by RECENT_ENTRIES; anything older is read from the store.
    */
   private readonly recentEntries = new Map<number, LogEntry>();
+  private recentEntriesBytes = 0;
 
   constructor(
     private readonly options: ReplicaNodeOptions,
@@ -565,11 +573,24 @@ export class ReplicaNode implements WritePath {
     this.truncateLogIfLong();
   }
 
-  /** Keeps a committed entry for building appends; see recentEntries. */
+  /** Keeps an entry for building appends; see recentEntries. */
   private remember(entry: LogEntry): void {
     this.recentEntries.set(entry.index, entry);
+    this.recentEntriesBytes += approximateSizeBytes(entry);
     // Map iteration follows insertion, which follows the log: the first key is the oldest.
-    if (this.recentEntries.size > RECENT_ENTRIES) this.recentEntries.delete(this.recentEntries.keys().next().value!);
+    while (this.recentEntries.size > RECENT_ENTRIES || this.recentEntriesBytes > RECENT_ENTRIES_MAX_BYTES) {
+      const [oldestIndex, oldest] = this.recentEntries.entries().next().value!;
+      this.recentEntries.delete(oldestIndex);
+      this.recentEntriesBytes -= approximateSizeBytes(oldest);
+    }
+  }
+
+  private forgetRecentEntries(beforeIndex: number): void {
+    for (const [index, entry] of this.recentEntries) {
+      if (index >= beforeIndex) break;
+      this.recentEntries.delete(index);
+      this.recentEntriesBytes -= approximateSizeBytes(entry);
+    }
   }
 
   /** Entries `fromIndex` to `toIndex` of the log: from recentEntries when it holds them all, else from SQLite. */
@@ -594,10 +615,7 @@ export class ReplicaNode implements WritePath {
     const firstIndex = this.store.lastIndex - retention + 1;
     this.store.truncateLogBefore(firstIndex);
     this.core.logTruncated(firstIndex);
-    for (const index of this.recentEntries.keys()) {
-      if (index >= firstIndex) break;
-      this.recentEntries.delete(index);
-    }
+    this.forgetRecentEntries(firstIndex);
   }
 
   /** A follower's entries carry their command; the leader's own entries get one made here. */
@@ -693,7 +711,7 @@ export class ReplicaNode implements WritePath {
       // belongs to the database being replaced, so it is carried out before the store closes.
       this.carryOut();
       this.seams.storageFaults?.beforeWrite('snapshot');
-      this.recentEntries.clear();
+      this.forgetRecentEntries(Number.POSITIVE_INFINITY);
       this.swapping = true;
       let swapped!: () => void;
       this.swapDone = new Promise((resolve) => (swapped = resolve));

@@ -22,6 +22,8 @@ const MAX_BUFFERED_FRAMES_PER_PEER = 4096;
 /** Deliver calls to an older peer that may be outstanding at once. */
 const MAX_INFLIGHT_CALLS_PER_PEER = 64;
 const DELIVER_DEADLINE_MS = 2000;
+/** A stream the receiver has not accepted within this time is cancelled, like a Deliver call past its deadline. */
+const STREAM_ACCEPT_DEADLINE_MS = 2000;
 /** A channel whose streams and calls have all failed for this long is replaced by a fresh one (see noteFailure). */
 const CHANNEL_RENEWAL_AFTER_FAILING_MS = 5000;
 /** How long a peer that does not know Stream is sent Deliver calls before Stream is tried again. */
@@ -115,9 +117,16 @@ export class PeerSender {
       this.noteFailure(address, channel);
     });
     // The receiver sends its headers as soon as it accepts the stream: that is this peer's success signal.
+    // A stream not accepted in time is given up: the channel may be dialling an address the peer no longer
+    // has (packets to it vanish, so the attempt neither connects nor fails), and only failures that add up
+    // get the channel replaced and the name resolved again (noteFailure).
+    const acceptTimer = setTimeout(() => call.cancel(), STREAM_ACCEPT_DEADLINE_MS);
+    acceptTimer.unref();
     call.on('metadata', () => {
+      clearTimeout(acceptTimer);
       channel.failingSinceMs = null;
     });
+    call.on('status', () => clearTimeout(acceptTimer));
     const stream: OpenStream = { call, bufferedBytes: 0, bufferedFrames: 0 };
     channel.stream = stream;
     return stream;
