@@ -260,6 +260,7 @@ export class ReplicaNode implements WritePath {
     }
     const outcomes: (() => void)[] = [];
     let appended = false;
+    this.seams.storageFaults?.beforeWrite('entries');
     const startedAtMs = this.clock.nowMs();
     this.store.atomically(() => {
       for (const item of batch) {
@@ -285,22 +286,16 @@ export class ReplicaNode implements WritePath {
           // A ChatError (the command does not apply) rolls back this write's savepoint only.
           const { entry, result } = this.store.appendAndApply(position.epoch, command);
           appended = true;
-          this.remember(entry);
-          this.core.clientEntryAppended(entry.index, this.clock.nowMs());
-          outcomes.push(() => this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject));
+          outcomes.push(() => {
+            this.remember(entry);
+            this.core.clientEntryAppended(entry.index, this.clock.nowMs());
+            this.awaitCommitted(entry.index).then(() => item.resolve(result), item.reject);
+          });
         } catch (error) {
           if (!(error instanceof ChatError)) throw error;
           outcomes.push(() => item.reject(error));
         }
       }
-      // The appends leave before this transaction commits, so that the leader's fsync overlaps the
-      // followers' instead of preceding them. Nothing is acknowledged before the commit returns: writes
-      // are answered only from output.commitIndex, which carryOut acts on afterwards. If the commit fails,
-      // the process ends (fail-stop), and the followers may hold entries their leader lost: an
-      // unacknowledged tail, which the next leader commits or repairs as after any leader crash.
-      if (appended) this.sendNow(this.core.takeAppendsBeforeCommit(this.clock.nowMs()));
-      // The simulation fails the leader's commit here, after its appends went out: the case above.
-      this.seams.storageFaults?.beforeWrite('entries');
     });
     if (appended) this.observer.onStorageCommit?.((this.clock.nowMs() - startedAtMs) / 1000);
     this.seams.storageFaults?.afterWrite('entries');
@@ -405,19 +400,6 @@ export class ReplicaNode implements WritePath {
       // During a snapshot swap the store is closed; the swap carries out the core's output when it is done.
       if (this.stopped || this.swapping) return;
       this.guard('flush', () => {
-        // What earlier inputs of this turn left is carried out first: the appends applySubmitted sends
-        // before its commit must be the only output not yet carried out (see takeAppendsBeforeCommit).
-        if (this.submitted.length > 0) {
-          const readsWaiting = this.reads.length;
-          this.carryOut();
-          if (this.reads.length < readsWaiting) {
-            // A read was just served: its caller reads the tables when its promise settles, after this
-            // turn. New writes applied now would show in it before they are committed, so they wait for
-            // the next turn.
-            this.scheduleFlush();
-            return;
-          }
-        }
         if (!this.readWaitingForCommit()) this.applySubmitted();
         this.core.flush(this.clock.nowMs());
         this.carryOut();

@@ -541,23 +541,6 @@ export class ReplicaCore {
     this.history.append(index, this.currentEpoch);
   }
 
-  /**
-   * The appends of the client entries appended so far, for the driver to send before its own commit of
-   * them returns. Only messages: anything else stays in the output for the next takeOutput, and the commit
-   * index does not move here (flush moves it, after the commit). The leader's log counts for commits only
-   * through that index, so sending early never acknowledges what its own disk may still lose.
-   */
-  takeAppendsBeforeCommit(nowMs: number): Outgoing[] {
-    this.observeTime(nowMs);
-    if (this.role !== 'leader') return [];
-    const earlier = this.output.messages;
-    this.output.messages = [];
-    this.sendAppends();
-    const appends = this.output.messages;
-    this.output.messages = earlier;
-    return appends;
-  }
-
   /** Sends what is ready and advances the commit index; the driver calls it once per batch of writes. */
   flush(nowMs: number): void {
     this.observeTime(nowMs);
