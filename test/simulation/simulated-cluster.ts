@@ -247,6 +247,15 @@ export class SimulatedCluster {
       throw new SimulatedCrash(`replica ${ordinal} ended by its fatal handler: ${context}`);
     };
     this.trace(`replica ${ordinal}: start (run ${slot.runs}, clock rate ${rate.toFixed(3)})`);
+    // The previous run's files are closed before a new run opens them, as the OS has closed a killed
+    // process's files by the time another starts. endProcess closes them in a microtask, and the scheduler
+    // may reach this start without yielding to microtasks in between (seeds 1901 and 1947 did: the new run
+    // found the data directory locked).
+    try {
+      slot.node?.stop();
+    } catch {
+      // A half-dead driver may complain while it is torn down; the file is what matters.
+    }
     try {
       const node = createNode(
         {
