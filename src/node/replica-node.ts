@@ -118,7 +118,8 @@ export class ReplicaNode implements WritePath {
   /**
    * The newest entries of the log, as they were appended, so that an append to a follower is built without
    * reading them back from SQLite (every follower needs the same entries, usually within a millisecond of
-   * their commit). Bounded by RECENT_ENTRIES; anything older is read from the store.
+   * their commit). Bounded by RECENT_ENTRIES and RECENT_ENTRIES_MAX_BYTES; anything older is read from the
+   * store.
    */
   private readonly recentEntries = new Map<number, LogEntry>();
   private recentEntriesBytes = 0;
