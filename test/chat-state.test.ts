@@ -9,28 +9,19 @@ import { join } from 'node:path';
 import type { ClientCommand } from '../src/core/commands.js';
 import { ChatError } from '../src/core/errors.js';
 import { ReplicaStore } from '../src/storage/replica-store.js';
+import { EnvelopeSequence, uuid } from './support/storage-commands.js';
 
 let directory: string;
-let timestampMs = 1_700_000_000_000;
-let counter = 0;
-
-function envelope(principal: string) {
-  counter += 1;
-  timestampMs += 1;
-  return { requestId: `request-${counter}`, principal, fingerprint: `f${counter}`, timestampMs };
-}
-
-function uuid(n: number): string {
-  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
-}
+const envelopes = new EnvelopeSequence();
+const envelope = (principal: string) => envelopes.envelope(principal);
 
 function populate(store: ReplicaStore): void {
-  store.appendAndApply(1, { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs });
+  store.appendAndApply(1, { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs: envelopes.timestampMs });
   for (const username of ['alice', 'bob', 'carol']) {
     store.appendAndApply(1, { kind: 'createAccount', ...envelope(`user:${username}`), username, passwordHash: `h-${username}` });
   }
   store.appendAndApply(1, {
-    kind: 'login', ...envelope('user:bob'), username: 'bob', sessionId: 'f'.repeat(32), expiresAtMs: timestampMs + 1000,
+    kind: 'login', ...envelope('user:bob'), username: 'bob', sessionId: 'f'.repeat(32), expiresAtMs: envelopes.timestampMs + 1000,
   });
   for (let n = 1; n <= 5; n += 1) {
     store.appendAndApply(1, {

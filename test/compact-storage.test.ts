@@ -15,20 +15,11 @@ import type { ClientCommand, Command } from '../src/core/commands.js';
 import { PRUNE_EVERY_ENTRIES, REQUEST_RETENTION_MS } from '../src/core/limits.js';
 import { MIGRATIONS } from '../src/storage/migrations.js';
 import { type LogEntry, ReplicaStore } from '../src/storage/replica-store.js';
+import { EnvelopeSequence, uuid } from './support/storage-commands.js';
 
 let directory: string;
-let timestampMs = 1_700_000_000_000;
-let counter = 0;
-
-function envelope(principal: string) {
-  counter += 1;
-  timestampMs += 1;
-  return { requestId: `request-${counter}`, principal, fingerprint: `f${counter}`, timestampMs };
-}
-
-function uuid(n: number): string {
-  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
-}
+const envelopes = new EnvelopeSequence();
+const envelope = (principal: string) => envelopes.envelope(principal);
 
 function send(n: number, sender: string, recipient: string, instant = false): ClientCommand {
   return {
@@ -40,7 +31,7 @@ function send(n: number, sender: string, recipient: string, instant = false): Cl
 /** The commands of a small history: accounts, sends (one pushed, one to a name typed in another case), reads, deletions. */
 function history(): Command[] {
   return [
-    { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs },
+    { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs: envelopes.timestampMs },
     ...['alice', 'bob', 'carol'].map(
       (username): Command => ({ kind: 'createAccount', ...envelope(`user:${username}`), username, passwordHash: `h-${username}` }),
     ),
@@ -121,7 +112,7 @@ test('entries still read back whole after their request records are pruned', () 
   const commands = history().slice(0, 8);
   appendAll(store, commands);
   // A day later, enough entries to reach the next pruning index: the early request records expire.
-  timestampMs += REQUEST_RETENTION_MS + 1000;
+  envelopes.timestampMs += REQUEST_RETENTION_MS + 1000;
   const filler: Command[] = [];
   while (store.lastIndex + filler.length < PRUNE_EVERY_ENTRIES) filler.push(send(100 + filler.length, 'bob', 'carol'));
   const entries: LogEntry[] = filler.map((command, offset) => ({ index: store.lastIndex + 1 + offset, epoch: 1, command }));

@@ -46,6 +46,7 @@ import {
   type ReceivedSnapshotChunk,
 } from '../src/transport/peer-proto.js';
 import { fetchSnapshot, serveSnapshot, type ServeSnapshotOutcome } from '../src/transport/snapshot-transfer.js';
+import { EnvelopeSequence, uuid } from './support/storage-commands.js';
 
 const CHUNK_BYTES = 4096;
 const REQUEST = { requesterOrdinal: 1, epoch: 1 };
@@ -53,25 +54,15 @@ const REQUEST = { requesterOrdinal: 1, epoch: 1 };
 const LOCAL_MARKER = 'only-on-the-source-replica';
 
 let directory: string;
-let timestampMs = 1_700_000_000_000;
-let counter = 0;
 const stoppers: (() => void)[] = [];
-
-function envelope(principal: string) {
-  counter += 1;
-  timestampMs += 1;
-  return { requestId: `request-${counter}`, principal, fingerprint: `f${counter}`, timestampMs };
-}
-
-function uuid(n: number): string {
-  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
-}
+const envelopes = new EnvelopeSequence();
+const envelope = (principal: string) => envelopes.envelope(principal);
 
 function sendMessage(store: ReplicaStore, epoch = 1, bodyBytes = 500): void {
-  const sender = counter % 2 === 0 ? 'alice' : 'carol';
+  const sender = envelopes.count % 2 === 0 ? 'alice' : 'carol';
   store.appendAndApply(epoch, {
-    kind: 'sendMessage', ...envelope('session:x'), messageId: uuid(counter), sender, recipient: 'bob',
-    body: `${counter} `.padEnd(bodyBytes, 'x'), instant: false,
+    kind: 'sendMessage', ...envelope('session:x'), messageId: uuid(envelopes.count), sender, recipient: 'bob',
+    body: `${envelopes.count} `.padEnd(bodyBytes, 'x'), instant: false,
   });
 }
 
@@ -79,7 +70,7 @@ function sendMessage(store: ReplicaStore, epoch = 1, bodyBytes = 500): void {
 function populatedStore(path: string, messageCount: number, options: { checkpoints?: boolean } = {}): ReplicaStore {
   const store = ReplicaStore.open(path);
   if (options.checkpoints === false) store.database.pragma('wal_autocheckpoint = 0');
-  store.appendAndApply(1, { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs });
+  store.appendAndApply(1, { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs: envelopes.timestampMs });
   for (const username of ['alice', 'bob', 'carol']) {
     store.appendAndApply(1, { kind: 'createAccount', ...envelope(`user:${username}`), username, passwordHash: `h-${username}` });
   }

@@ -13,20 +13,11 @@ import type { Command, CommandResult, SendMessageCommand } from '../src/core/com
 import { ChatError, NotFoundError } from '../src/core/errors.js';
 import { canonicalCommand, commandChainText, storedCommandText } from '../src/storage/command-encoding.js';
 import { type LogEntry, ReplicaStore } from '../src/storage/replica-store.js';
+import { EnvelopeSequence, uuid } from './support/storage-commands.js';
 
 let directory: string;
-let timestampMs = 1_700_000_000_000;
-let counter = 0;
-
-function envelope(principal: string) {
-  counter += 1;
-  timestampMs += 1;
-  return { requestId: `request-${counter}`, principal, fingerprint: `f${counter}`, timestampMs };
-}
-
-function uuid(n: number): string {
-  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
-}
+const envelopes = new EnvelopeSequence();
+const envelope = (principal: string) => envelopes.envelope(principal);
 
 function send(n: number, fields: Partial<SendMessageCommand> = {}): SendMessageCommand {
   return {
@@ -58,7 +49,7 @@ function storedChain(store: ReplicaStore): string | undefined {
 /** The first entries of every test's log: the cluster and three accounts. */
 function setUpEntries(): LogEntry[] {
   const commands: Command[] = [
-    { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs },
+    { kind: 'initializeCluster', clusterId: 'c', sessionSecretHex: 'ab'.repeat(32), timestampMs: envelopes.timestampMs },
     ...['alice', 'bob', 'carol'].map(
       (username): Command => ({ kind: 'createAccount', ...envelope(`user:${username}`), username, passwordHash: `h-${username}` }),
     ),

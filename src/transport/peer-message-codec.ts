@@ -15,7 +15,7 @@ import type { PeerMessage } from '../core/replication/messages.js';
 import type { WireEntry } from '../core/replication/types.js';
 import { PROTO_ROOT } from '../api/proto.js';
 
-const root = protobuf.loadSync(join(PROTO_ROOT, 'replichat/v1/peer.proto'));
+const root = protobuf.loadSync(join(PROTO_ROOT, 'replichat/v1/peer.proto')).resolveAll();
 const frameType = root.lookupType('replichat.v1.PeerMessageFrame');
 
 /** Which member of the frame's oneof carries each message type. */
@@ -29,42 +29,40 @@ const FIELD_BY_TYPE = {
   handover: 'handover',
 } as const satisfies Record<PeerMessage['type'], string>;
 
+const TYPE_BY_FIELD: ReadonlyMap<string, PeerMessage['type']> = new Map(
+  Object.entries(FIELD_BY_TYPE).map(([type, field]) => [field, type as PeerMessage['type']]),
+);
+
+/**
+ * The fields each message type declares in peer.proto, in the names the JSON encoding uses: the decoder
+ * copies exactly these, so the proto is the one list of what a message carries.
+ */
+const FIELD_NAMES_BY_TYPE = new Map(
+  [...TYPE_BY_FIELD].map(([field, type]) => {
+    const messageType = frameType.fields[field]!.resolvedType as protobuf.Type;
+    return [type, messageType.fieldsArray.map((declared) => declared.name)] as const;
+  }),
+);
+
 type Decoded = Record<string, unknown>;
 
 /** Encodes one message. An append must carry its entries (the driver fills them in before sending). */
 export function encodePeerMessage(message: PeerMessage): Buffer {
-  let body: Decoded;
-  switch (message.type) {
-    case 'append': {
-      assert(message.entryRange === undefined, 'an append is sent with its entries, not their range');
-      body = {
-        from: message.from,
-        epoch: message.epoch,
-        prevIndex: message.prevIndex,
-        prevEpoch: message.prevEpoch,
-        entries: message.entries.map((entry) => ({
-          index: entry.index,
-          epoch: entry.epoch,
-          command: Buffer.from(JSON.stringify(entry.command), 'utf8'),
-        })),
-        commitIndex: message.commitIndex,
-        sentAtMs: message.sentAtMs,
-        leaderIncarnation: message.leaderIncarnation,
-        requestDigest: message.requestDigest,
-      };
-      break;
-    }
-    case 'status': {
-      const { type: _type, leaderOrdinal, askedAtMs, ...rest } = message;
-      body = { ...rest, ...(leaderOrdinal === null ? {} : { leaderOrdinal }), ...(askedAtMs === null ? {} : { askedAtMs }) };
-      break;
-    }
-    default:
-      // The encoder reads only the fields the frame declares, so `type` and a leader's own
-      // `digestVerified` note never go on the wire.
-      body = message as unknown as Decoded;
+  let body: unknown = message;
+  if (message.type === 'append') {
+    assert(message.entryRange === undefined, 'an append is sent with its entries, not their range');
+    body = {
+      ...message,
+      entries: message.entries.map((entry) => ({
+        index: entry.index,
+        epoch: entry.epoch,
+        command: Buffer.from(JSON.stringify(entry.command), 'utf8'),
+      })),
+    };
   }
-  // A plain object is encoded as it is: fromObject's conversions are not needed for values of the right types.
+  // A plain object is encoded as it is (fromObject's conversions are not needed for values of the right
+  // types). The encoder reads only the fields the frame declares, so `type` and a leader's own
+  // `digestVerified` note never go on the wire, and it leaves out optional fields that are null.
   return Buffer.from(frameType.encode({ [FIELD_BY_TYPE[message.type]]: body }).finish());
 }
 
@@ -80,88 +78,32 @@ export function decodePeerFrame(payload: Uint8Array): { ok: true; value: unknown
     return { ok: false, problem: `the payload is not a PeerMessageFrame: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200) };
   }
   // protobufjs names the member of the oneof that is set; a frame with none carries no message.
-  const field = frame.message;
-  const type = (Object.keys(FIELD_BY_TYPE) as PeerMessage['type'][]).find((name) => FIELD_BY_TYPE[name] === field);
+  const type = frame.message === undefined ? undefined : TYPE_BY_FIELD.get(frame.message);
   if (type === undefined) return { ok: false, problem: 'the frame carries no message' };
-  const body = frame[field!] as Decoded;
-  switch (type) {
-    case 'append': {
-      const entries: unknown[] = [];
-      for (const entry of body.entries as { index: number; epoch: number; command: Uint8Array }[]) {
-        let command: unknown;
-        try {
-          command = JSON.parse(Buffer.from(entry.command.buffer, entry.command.byteOffset, entry.command.byteLength).toString('utf8'));
-        } catch {
-          return { ok: false, problem: `the command of entry ${entry.index} is not JSON` };
-        }
-        entries.push(wireEntry(entry.index, entry.epoch, command));
-      }
-      return {
-        ok: true,
-        value: {
-          type,
-          from: body.from,
-          epoch: body.epoch,
-          prevIndex: body.prevIndex,
-          prevEpoch: body.prevEpoch,
-          entries,
-          commitIndex: body.commitIndex,
-          sentAtMs: body.sentAtMs,
-          leaderIncarnation: body.leaderIncarnation,
-          requestDigest: body.requestDigest,
-        },
-      };
-    }
-    case 'appendReply': {
-      const digest = body.digest as { index: number; value: string } | null | undefined;
-      return {
-        ok: true,
-        value: {
-          type,
-          from: body.from,
-          epoch: body.epoch,
-          ok: body.ok,
-          matchIndex: body.matchIndex,
-          lastIndex: body.lastIndex,
-          lastEpoch: body.lastEpoch,
-          incarnation: body.incarnation,
-          storageId: body.storageId,
-          echoSentAtMs: body.echoSentAtMs,
-          echoLeaderIncarnation: body.echoLeaderIncarnation,
-          carriedEntries: body.carriedEntries,
-          snapshotting: body.snapshotting,
-          ...(digest === null || digest === undefined ? {} : { digest: { index: digest.index, value: digest.value } }),
-        },
-      };
-    }
-    case 'status':
-      return {
-        ok: true,
-        value: {
-          type,
-          from: body.from,
-          epoch: body.epoch,
-          lastIndex: body.lastIndex,
-          lastEpoch: body.lastEpoch,
-          leaderOrdinal: present(body, 'leaderOrdinal') ? body.leaderOrdinal : null,
-          replyWanted: body.replyWanted,
-          sentAtMs: body.sentAtMs,
-          askedAtMs: present(body, 'askedAtMs') ? body.askedAtMs : null,
-        },
-      };
-    case 'join':
-      return { ok: true, value: { type, from: body.from, epoch: body.epoch, address: body.address, emptyLog: body.emptyLog } };
-    case 'installSnapshot':
-      return { ok: true, value: { type, from: body.from, epoch: body.epoch, leaderLastIndex: body.leaderLastIndex } };
-    case 'leave':
-    case 'handover':
-      return { ok: true, value: { type, from: body.from, epoch: body.epoch } };
+  const body = frame[frame.message!] as Decoded;
+  const value: Decoded = { type };
+  // An absent optional field or message decodes as null or not at all; JSON holds null for status's
+  // nullable fields and leaves a reply's digest out.
+  for (const name of FIELD_NAMES_BY_TYPE.get(type)!) value[name] = body[name] ?? null;
+  if (type === 'appendReply') {
+    const digest = value.digest as { index: number; value: string } | null;
+    if (digest === null) delete value.digest;
+    else value.digest = { index: digest.index, value: digest.value };
   }
-}
-
-/** Whether a proto3 `optional` field was on the wire (protobufjs leaves an absent one unset or null). */
-function present(body: Decoded, field: string): boolean {
-  return Object.prototype.hasOwnProperty.call(body, field) && body[field] !== null && body[field] !== undefined;
+  if (type === 'append') {
+    const entries: unknown[] = [];
+    for (const entry of body.entries as { index: number; epoch: number; command: Uint8Array }[]) {
+      let command: unknown;
+      try {
+        command = JSON.parse(Buffer.from(entry.command.buffer, entry.command.byteOffset, entry.command.byteLength).toString('utf8'));
+      } catch {
+        return { ok: false, problem: `the command of entry ${entry.index} is not JSON` };
+      }
+      entries.push(wireEntry(entry.index, entry.epoch, command));
+    }
+    value.entries = entries;
+  }
+  return { ok: true, value };
 }
 
 /**

@@ -417,13 +417,11 @@ export async function scenarioFollowerBehindTruncatedLog(harness: Harness) {
 export const TRUNCATION_RETENTION_ENTRIES = 40;
 
 /**
- * Found by the simulation (seeds 119, 144, 146, 181, 258, 289): a re-admission swap that failed (refused,
- * or, as here, unanswered because the store went silent while it was in flight) must be asked again once
- * the store answers. A follower crashes, is dropped from the in-sync set and restarts; the store goes
- * silent the moment the leader sends the swap that lists it in sync again, for longer than the call's
- * deadline. Once the store is back, the follower must be re-admitted in bounded time.
+ * The setup both silent re-admission scenarios share: a follower crashes, is dropped from the in-sync set
+ * and restarts; the store goes silent the moment the leader sends the swap that lists it in sync again,
+ * for longer than the call's deadline, and then answers again.
  */
-export async function scenarioSilentReadmissionSwap(harness: Harness) {
+async function silenceReadmissionSwap(harness: Harness): Promise<{ leader: number; follower: number; silencedSwaps: number }> {
   const { cluster, workload } = harness;
   workload.start();
   await cluster.runFor(1000);
@@ -443,6 +441,19 @@ export async function scenarioSilentReadmissionSwap(harness: Harness) {
   await cluster.runFor(STORE_CALL_TIMEOUT_MS + 200);
   cluster.store.faults.outage = 'none';
   cluster.store.onSwapIssued = undefined;
+  return { leader, follower, silencedSwaps };
+}
+
+/**
+ * Found by the simulation (seeds 119, 144, 146, 181, 258, 289): a re-admission swap that failed (refused,
+ * or, as here, unanswered because the store went silent while it was in flight) must be asked again once
+ * the store answers. A follower crashes, is dropped from the in-sync set and restarts; the store goes
+ * silent the moment the leader sends the swap that lists it in sync again, for longer than the call's
+ * deadline. Once the store is back, the follower must be re-admitted in bounded time.
+ */
+export async function scenarioSilentReadmissionSwap(harness: Harness) {
+  const { cluster } = harness;
+  const { leader, follower, silencedSwaps } = await silenceReadmissionSwap(harness);
   const storeBackAtMs = cluster.nowMs;
   const back = await cluster.runUntil(() => cluster.recordedInSync().includes(follower), READMISSION_BOUND_MS);
   const readmittedAfterMs = back ? cluster.nowMs - storeBackAtMs : undefined;
@@ -456,25 +467,8 @@ export async function scenarioSilentReadmissionSwap(harness: Harness) {
  * acknowledged again (invariant 6, with it left down).
  */
 export async function scenarioSilentReadmissionThenCrash(harness: Harness) {
-  const { cluster, workload } = harness;
-  workload.start();
-  await cluster.runFor(1000);
-  const leader = cluster.recordedLeader()!;
-  const [follower] = othersThan(harness, leader) as [number];
-  cluster.crash(follower, 'crash the follower');
-  await cluster.runUntil(() => !cluster.recordedInSync().includes(follower), 5000);
-  let silencedSwaps = 0;
-  cluster.store.onSwapIssued = (byOrdinal, record) => {
-    if (silencedSwaps > 0 || byOrdinal !== leader || !record.inSync.includes(follower)) return;
-    silencedSwaps += 1;
-    cluster.store.faults.outage = 'silent';
-    cluster.trace('store outage (silent), as the re-admission swap is sent');
-  };
-  cluster.start(follower);
-  await cluster.runUntil(() => silencedSwaps > 0, 5000);
-  await cluster.runFor(STORE_CALL_TIMEOUT_MS + 200);
-  cluster.store.faults.outage = 'none';
-  cluster.store.onSwapIssued = undefined;
+  const { cluster } = harness;
+  const { leader, follower, silencedSwaps } = await silenceReadmissionSwap(harness);
   await cluster.runFor(SIMULATION_TIMINGS.electionTimeoutMs);
   cluster.crash(follower, 'crash the follower again');
   await finish(harness, { leftDown: [follower] });
