@@ -8,6 +8,7 @@
 #   scripts/container-cluster.sh cli status    # replichat status, run in the CLI container
 #   scripts/container-cluster.sh cli chat      # interactive chat (needs a terminal)
 #   scripts/container-cluster.sh logs 1        # replica 1's log
+#   scripts/container-cluster.sh start 1       # starts a stopped replica 1 again
 #   scripts/container-cluster.sh down          # removes the containers, network and state directory
 #
 # Environment: CLUSTER_PREFIX (default replichat-dev) names the containers (PREFIX-chat-N, PREFIX-etcd,
@@ -81,6 +82,34 @@ start_replica() { # ordinal
     --configuration-store etcd --etcd-endpoints http://etcd:2379 >/dev/null
 }
 
+# The CLI container finds the replicas by their names through its hosts file, which this rewrites with their
+# current addresses; the replicas find each other through aardvark-dns. Right after a container is killed,
+# aardvark-dns 1.4.0 sometimes answered no lookup at all for 15-40 s (NOTEBOOK.md §15), and a CLI started
+# then, with no address yet, could not reach even the live replicas. A pod is spared this by CoreDNS, or by
+# hostAliases. The file is podman's own for the container, bind-mounted into it, so it is rewritten in place.
+refresh_cli_hosts() {
+  local hosts_file ordinal address kept
+  hosts_file=$("${podman_[@]}" inspect --format '{{.HostsPath}}' "$prefix-cli")
+  kept=$(grep -v ' # replichat-replica$' "$hosts_file" || true)
+  {
+    printf '%s\n' "$kept"
+    for ((ordinal = 0; ordinal < replicas; ordinal++)); do
+      address=$("${podman_[@]}" inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$prefix-chat-$ordinal")
+      if [ -n "$address" ]; then
+        printf '%s chat-%s.%s chat-%s.chat-peers # replichat-replica\n' "$address" "$ordinal" "$domain" "$ordinal"
+      fi
+    done
+  } >"$hosts_file.new"
+  cat "$hosts_file.new" >"$hosts_file"
+  rm -f "$hosts_file.new"
+}
+
+# Starts a stopped replica again (as the kubelet restarts a pod's container) and tells the CLI its address.
+start_again() { # ordinal
+  "${podman_[@]}" start "$prefix-chat-${1:?usage: container-cluster.sh start ORDINAL}" >/dev/null
+  refresh_cli_hosts
+}
+
 up() {
   build_image
   down_containers
@@ -102,6 +131,7 @@ up() {
     -e REPLICHAT_SESSION_FILE=/tmp/session.json \
     -v "$state/tls/cli:/etc/replichat/ca:ro" \
     --entrypoint '["/usr/bin/tini", "--", "sleep", "infinity"]' "$image" >/dev/null
+  refresh_cli_hosts
   # `status` exits 0 once a leader answers with every member in sync (3 degraded, 4 no leader).
   local deadline=$((SECONDS + 120))
   until podman exec "$prefix-cli" replichat status >/dev/null 2>&1; do
@@ -137,8 +167,9 @@ case $command in
     exec podman exec -i "${terminal[@]}" "$prefix-cli" replichat "$@"
     ;;
   logs) exec podman logs "$prefix-chat-${1:?usage: container-cluster.sh logs ORDINAL}" ;;
+  start) start_again "$@" ;;
   *)
-    echo "usage: container-cluster.sh up | image | cli ARGS... | logs ORDINAL | down" >&2
+    echo "usage: container-cluster.sh up | image | cli ARGS... | logs ORDINAL | start ORDINAL | down" >&2
     exit 2
     ;;
 esac

@@ -13,73 +13,29 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHAT_SERVICE_NAME, loadChatPackageDefinition } from '../src/api/proto.js';
-import { LEADER_METADATA_KEY } from '../src/api/status-mapping.js';
 import { ChatClient, ChatClientError, type ChatMessage } from '../src/cli/chat-client.js';
 import { waitFor } from './support/cli-processes.js';
+import {
+  type FakeServer,
+  type StreamAnswer,
+  type UnaryAnswer,
+  type Wire,
+  startFakeChatServer,
+  statusWithLeader,
+  wireMessage,
+} from './support/fake-chat-server.js';
 import { freePort } from './support/processes.js';
 
-type Wire = Record<string, unknown>;
-
-interface RecordedCall {
-  readonly method: string;
-  readonly request: Wire;
-  readonly authorization: unknown;
-}
-
-/** What a fake answers: a response, a status, or nothing at all (a hung server). */
-type UnaryAnswer = { response: Wire } | { status: grpc.status; details: string; leader?: string } | 'hang';
-type StreamAnswer = (call: grpc.ServerWritableStream<Wire, Wire>) => void;
-
-interface FakeServer {
-  readonly address: string;
-  readonly calls: RecordedCall[];
-  stop(): void;
-}
-
-const packageDefinition = loadChatPackageDefinition();
 const servers: FakeServer[] = [];
 const clients: ChatClient[] = [];
 
-function statusWithLeader(status: grpc.status, details: string, leader?: string): Partial<grpc.StatusObject> {
-  const metadata = new grpc.Metadata();
-  if (leader !== undefined) metadata.set(LEADER_METADATA_KEY, leader);
-  return { code: status, details, metadata };
-}
-
-/** Starts a fake whose unary methods answer with `unary(method, request, callNumber)` and whose Subscribe runs `subscribe`. */
+/** Starts a fake (see fake-chat-server.ts) that afterEach stops. */
 async function startFake(
   unary: (method: string, request: Wire, callNumber: number) => UnaryAnswer,
   subscribe?: StreamAnswer,
-  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+  credentials?: grpc.ServerCredentials,
 ): Promise<FakeServer> {
-  const calls: RecordedCall[] = [];
-  const service = packageDefinition[CHAT_SERVICE_NAME] as grpc.ServiceDefinition;
-  const handlers: grpc.UntypedServiceImplementation = {};
-  for (const method of Object.keys(service)) {
-    if (method === 'Subscribe') {
-      handlers[method] = (call: grpc.ServerWritableStream<Wire, Wire>) => {
-        calls.push({ method, request: call.request, authorization: call.metadata.get('authorization')[0] });
-        subscribe?.(call);
-      };
-      continue;
-    }
-    handlers[method] = (call: grpc.ServerUnaryCall<Wire, Wire>, callback: grpc.sendUnaryData<Wire>) => {
-      calls.push({ method, request: call.request, authorization: call.metadata.get('authorization')[0] });
-      const answer = unary(method, call.request, calls.filter((recorded) => recorded.method === method).length);
-      if (answer === 'hang') return;
-      if ('response' in answer) callback(null, answer.response);
-      else callback(statusWithLeader(answer.status, answer.details, answer.leader));
-    };
-  }
-  const server = new grpc.Server();
-  server.addService(service, handlers);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', credentials, (error, boundPort) =>
-      error ? reject(error) : resolve(boundPort),
-    ),
-  );
-  const fake = { address: `127.0.0.1:${port}`, calls, stop: () => server.forceShutdown() };
+  const fake = await startFakeChatServer(unary, { subscribe, credentials });
   servers.push(fake);
   return fake;
 }
@@ -90,11 +46,8 @@ function client(addresses: string[], options: Partial<ConstructorParameters<type
   return made;
 }
 
-function message(id: string, body = id): Wire {
-  return { id, sender: 'alice', recipient: 'bob', body, sentAtMs: 1, delivered: false, instant: true };
-}
 
-const sent = { response: { message: message('00000000-0000-4000-8000-000000000001', 'hi') } };
+const sent = { response: { message: wireMessage('00000000-0000-4000-8000-000000000001', 'hi') } };
 
 afterEach(() => {
   for (const made of clients.splice(0)) made.close();
@@ -210,15 +163,15 @@ test('a subscription that loses its stream resubscribes on the leader with inclu
     () => sent,
     (call) => {
       // The leader replays m2, which the client already has, before the new m3.
-      call.write(message('m2'));
-      call.write(message('m3'));
+      call.write(wireMessage('m2'));
+      call.write(wireMessage('m3'));
     },
   );
   const follower = await startFake(
     () => sent,
     (call) => {
-      call.write(message('m1'));
-      call.write(message('m2'));
+      call.write(wireMessage('m1'));
+      call.write(wireMessage('m2'));
       call.emit('error', statusWithLeader(grpc.status.UNAVAILABLE, 'stepping down', leader.address));
     },
   );
@@ -255,7 +208,7 @@ test('a subscription outlasts an outage longer than the retry budget, and report
         return;
       }
       call.sendMetadata(new grpc.Metadata());
-      call.write(message('after-the-outage'));
+      call.write(wireMessage('after-the-outage'));
     },
   );
   // A retry budget far shorter than the outage: the old subscription gave up after it.

@@ -6,7 +6,9 @@
  * (chat-N.chat-peers.default.svc.cluster.local, host name chat-N, so each replica takes its ordinal from its
  * host name as in a pod), with client TLS and peer mutual TLS from scripts/make-dev-certs.sh, a read-only
  * root file system and no capabilities; and a fourth container from the same image that runs the CLI, with
- * REPLICHAT_SERVERS listing the three client addresses. Every command below runs in that CLI container
+ * REPLICHAT_SERVERS listing the three client addresses, which it resolves from its hosts file (rewritten with
+ * the replicas' addresses whenever one starts; aardvark-dns stalled lookups after a kill, NOTEBOOK.md §15).
+ * Every command below runs in that CLI container
  * (`podman exec`, as `kubectl exec chat-cli -- replichat ...`). It proves:
  *
  *   a. the image runs the server as a non-root user under tini as PID 1, and chat works: two users register,
@@ -101,6 +103,17 @@ async function cliOk(args: readonly string[], options: { user?: { sessionFile: s
 
 function replicaContainer(ordinal: number): string {
   return `${PREFIX}-chat-${ordinal}`;
+}
+
+/**
+ * Starts a stopped replica's container again, and gives the CLI container its address, which a restarted
+ * container may have changed (see refresh_cli_hosts in scripts/container-cluster.sh).
+ */
+async function startReplica(ordinal: number): Promise<void> {
+  const result = await run('bash', ['scripts/container-cluster.sh', 'start', String(ordinal)], {
+    env: { ...process.env, CLUSTER_PREFIX: PREFIX, STATE_DIR: stateDirectory },
+  });
+  if (result.code !== 0) throw new Error(describeResult(`container-cluster.sh start ${ordinal}`, result));
 }
 
 interface ClusterStatus {
@@ -395,7 +408,7 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
     } finally {
       // Like a pod restarted by the kubelet: the same container, its data directory, its DNS name. Also
       // after a failure above, so that the next test starts from three replicas.
-      await podman(['start', replicaContainer(killed)]);
+      await startReplica(killed);
     }
     await awaitStatus(`replica ${killed} back in the in-sync set`, fullyInSync);
     const read = JSON.parse(await cliOk(['--json', 'read'], { user: BOB })) as { messages: { body: string }[] };
@@ -418,7 +431,7 @@ describe('the replichat image on a podman network laid out like the StatefulSet'
         const stopMs = Date.now() - fromMs;
         // Exit code 0: tini passed SIGTERM on and the server shut down by itself, not killed after the grace.
         expect(await podman(['inspect', '--format', '{{.State.ExitCode}}', replicaContainer(ordinal)])).toBe('0');
-        await podman(['start', replicaContainer(ordinal)]);
+        await startReplica(ordinal);
         await awaitStatus(`replica ${ordinal} back in the in-sync set`, fullyInSync);
         const toMs = Date.now();
         windows.push({ ordinal, role, fromMs, toMs, stopMs, backMs: toMs - fromMs });

@@ -86,7 +86,27 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // default backoff of up to two minutes.
   'grpc.initial_reconnect_backoff_ms': 200,
   'grpc.max_reconnect_backoff_ms': 2000,
+  // A server whose pod or container was replaced answers at a new address under the same name. grpc-js
+  // looks a name up again after a failed connection, but by default at most every 30 s, so a long-lived
+  // client kept dialling the old address for that long after a rolling update (test/container.test.ts c).
+  'grpc.dns_min_time_between_resolutions_ms': 1000,
+  // Each ChatClient owns its channels: a channel replaced after a failed connection (see
+  // replaceUnconnectedChannel) must not get the same stuck connection back from a pool shared by the process.
+  'grpc.use_local_subchannel_pool': 1,
 };
+
+/**
+ * A channel that could not connect is replaced by a fresh one (a new name lookup, a new connection), but
+ * not before it is this old, so that a server that is merely starting is not dialled over and over.
+ */
+const CHANNEL_REPLACEMENT_MIN_AGE_MS = 3000;
+
+/**
+ * A call not answered within this time, or failed, starts connections to every listed server (see
+ * dialAllServers). A leader answers a write in milliseconds, so a call this slow is usually waiting for a
+ * server that is gone, or for a name lookup.
+ */
+const DIAL_ALL_SERVERS_AFTER_MS = 500;
 
 /** The RPCs, by their names in the proto. */
 type ChatMethod =
@@ -139,7 +159,7 @@ export class ChatClient {
   private readonly deadlineMs: number;
   private readonly retryBudgetMs: number;
   private readonly maxAttempts: number;
-  private readonly grpcClients = new Map<string, grpc.Client>();
+  private readonly grpcClients = new Map<string, { readonly client: grpc.Client; readonly createdAtMs: number }>();
   private readonly subscriptions = new Set<ResilientSubscription>();
   /** Wakes the retry delays that are running, so that close() does not wait for them. */
   private readonly retryDelayWakers = new Set<() => void>();
@@ -263,6 +283,7 @@ export class ChatClient {
         // No deadline: a subscription lasts as long as the caller wants it.
         return subscribe({ includeQueued }, this.metadata(true));
       },
+      streamFailed: (address) => this.replaceUnconnectedChannel(address),
     };
     const subscription = new ResilientSubscription(
       transport,
@@ -288,7 +309,7 @@ export class ChatClient {
     this.closed = true;
     for (const subscription of [...this.subscriptions]) subscription.close();
     for (const wake of [...this.retryDelayWakers]) wake();
-    for (const client of this.grpcClients.values()) client.close();
+    for (const { client } of this.grpcClients.values()) client.close();
     this.grpcClients.clear();
   }
 
@@ -413,12 +434,17 @@ export class ChatClient {
       const remainingMs = budgetEndsAtMs - Date.now();
       // The first attempt always gets the full deadline; later ones only what the budget has left.
       const deadlineMs = attempts === 1 ? attemptDeadlineMs : Math.min(attemptDeadlineMs, remainingMs);
+      const dialTimer = setTimeout(() => this.dialAllServers(), DIAL_ALL_SERVERS_AFTER_MS);
       try {
         return await this.callOnce(address, method, request, authenticated, deadlineMs);
       } catch (error) {
         lastError = ChatClientError.fromCallError(error);
         // A TLS mismatch fails the same on every server and at every retry: say so now, not after 15 s.
         if (this.closed || !isFailoverStatus(lastError.code) || lastError.hopeless) throw lastError;
+        this.replaceUnconnectedChannel(address, error);
+        this.dialAllServers();
+      } finally {
+        clearTimeout(dialTimer);
       }
       const redirected = this.rotation.failedOver(address, lastError.metadata);
       // Following the leader's address is the expected path after a failover, so the first hop is immediate.
@@ -469,14 +495,50 @@ export class ChatClient {
     return metadata;
   }
 
+  /**
+   * After a call to `address` failed: when its channel has no connection, the call never reached a server,
+   * and the channel may be dialling an address the name no longer has (packets to a removed pod or container
+   * vanish, so the attempt neither connects nor fails for up to 20 s). The next call there then gets a fresh
+   * channel, which looks the name up again. A channel with a connection is kept: a server answered on it
+   * (a follower's refusal, a slow leader), and a subscription may be using it. So is a channel still
+   * waiting for its name lookup: a new one would only start the same slow lookup again.
+   */
+  private replaceUnconnectedChannel(address: string, error?: unknown): void {
+    const entry = this.grpcClients.get(address);
+    if (entry === undefined || Date.now() - entry.createdAtMs < CHANNEL_REPLACEMENT_MIN_AGE_MS) return;
+    if (entry.client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY) return;
+    // grpc-js words a call that outlived a pending lookup `Deadline exceeded after 4.000s,waiting for name resolution`.
+    if (error instanceof Error && /waiting for name resolution/.test(error.message)) return;
+    this.grpcClients.delete(address);
+    entry.client.close();
+  }
+
+  /**
+   * Starts a connection to every listed server that has none, without waiting for it. Calls go to one server
+   * at a time, so without this each server's name would be looked up and dialled only when its turn came:
+   * where lookups are slow (a DNS server that stalls for seconds after a pod or container is removed, as
+   * podman's aardvark-dns was seen to), every attempt could run out of time on its own lookup. Dialled at
+   * once, the lookups overlap, and the next attempt finds its server connected.
+   */
+  private dialAllServers(): void {
+    if (this.closed) return;
+    for (const address of this.rotation.servers) this.clientFor(address).getChannel().getConnectivityState(true);
+  }
+
+  /** The cached client for `address`, made at its first use. */
+  private clientFor(address: string): grpc.Client {
+    let entry = this.grpcClients.get(address);
+    if (entry === undefined) {
+      const Constructor = chatClientConstructor();
+      entry = { client: new Constructor(address, this.credentials, CHANNEL_OPTIONS), createdAtMs: Date.now() };
+      this.grpcClients.set(address, entry);
+    }
+    return entry.client;
+  }
+
   /** One method of the cached client for `address`, bound to it. */
   private method<Method>(address: string, name: ChatMethod | 'Subscribe'): Method {
-    let client = this.grpcClients.get(address);
-    if (client === undefined) {
-      const Constructor = chatClientConstructor();
-      client = new Constructor(address, this.credentials, CHANNEL_OPTIONS);
-      this.grpcClients.set(address, client);
-    }
+    const client = this.clientFor(address);
     const method = (client as unknown as Record<string, unknown>)[name];
     if (typeof method !== 'function') throw new Error(`the ChatService client has no method ${name}`);
     return method.bind(client) as Method;

@@ -19,6 +19,8 @@ export interface SubscriptionTransport {
   readonly rotation: ServerRotation;
   /** Starts one Subscribe call on `address`, with the client's current session token. */
   openStream(address: string, includeQueued: boolean): grpc.ClientReadableStream<unknown>;
+  /** A stream to `address` failed: the client may replace a channel that never connected. */
+  streamFailed?(address: string): void;
 }
 
 /** What `ChatClient.subscribe` returns. */
@@ -166,6 +168,7 @@ export class ResilientSubscription implements Subscription {
       this.reportedLost = true;
       this.onConnectionChange?.('lost', error);
     }
+    this.transport.streamFailed?.(address);
     const redirected = this.transport.rotation.failedOver(address, error.metadata);
     const delayMs = redirected && this.failureCount === 0 ? 0 : retryDelayMs(this.failureCount, SUBSCRIPTION_RETRY_DELAY_MAX_MS);
     this.failureCount += 1;

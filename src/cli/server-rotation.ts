@@ -81,6 +81,11 @@ export class ServerRotation {
     return [...this.addresses.slice(this.currentIndex), ...this.addresses.slice(0, this.currentIndex)];
   }
 
+  /** The configured addresses, in their configured order. */
+  get servers(): readonly string[] {
+    return this.addresses;
+  }
+
   /** True when `address` is one of the configured addresses. */
   isListed(address: string): boolean {
     return this.addresses.includes(address);
