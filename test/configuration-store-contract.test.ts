@@ -40,7 +40,7 @@ interface Backend {
   /** Puts raw text where the record of `clusterName` lives, bypassing the adapter (absent for memory, which stores objects). */
   writeRaw?(clusterName: string, text: string): Promise<void>;
   /** Makes the store unreachable for every client, and back. */
-  beginOutage(): void;
+  beginOutage(): void | Promise<void>;
   endOutage(): void;
 }
 
@@ -209,7 +209,7 @@ function contract(backend: () => Backend, capabilities: { readonly storesText: b
     const clusterName = freshClusterName();
     const store = open(clusterName, OUTAGE_TIMEOUT_MS);
     const before = (await store.compareAndSwap(null, record(1, 0))).current!;
-    backend().beginOutage();
+    await backend().beginOutage();
     try {
       let startedMs = Date.now();
       await expectStoreError(store.read(), ['TIMEOUT', 'UNAVAILABLE']);

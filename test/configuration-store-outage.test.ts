@@ -57,7 +57,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 
 test('with the store frozen, writes are acknowledged and every view says the store is unreachable; then it recovers', async () => {
   expect((await readyz()).body).not.toContain('unreachable');
-  etcd.pause();
+  await etcd.pause();
   try {
     const warning = await until('/readyz warns', async () => {
       const answer = await readyz();

@@ -15,7 +15,7 @@
  * by SIGKILL, so a crashed or interrupted test leaves no etcd behind (its temp directory may then stay).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
@@ -36,8 +36,11 @@ export interface EtcdProcess {
   /** Set when started with `tls: true`. */
   readonly tls?: EtcdTls;
   readonly pid: number;
-  /** SIGSTOP: etcd keeps its sockets open but answers nothing, like a machine that froze. */
-  pause(): void;
+  /**
+   * SIGSTOP: etcd keeps its sockets open but answers nothing, like a machine that froze. Resolves once
+   * every thread of etcd is stopped, so that no request sent afterwards can still be answered.
+   */
+  pause(): Promise<void>;
   /** SIGCONT after `pause`. */
   resume(): void;
   /** SIGKILL (also when paused), wait for the exit, remove the data directory. Safe to call twice. */
@@ -191,10 +194,35 @@ async function startOnce(options: StartEtcdOptions): Promise<EtcdProcess> {
     dataDirectory,
     ...(tls === undefined ? {} : { tls }),
     pid: etcdPid!,
-    pause: () => signal('SIGSTOP'),
+    pause: async () => {
+      signal('SIGSTOP');
+      await awaitStopped(etcdPid!);
+    },
     resume: () => signal('SIGCONT'),
     stop,
   };
+}
+
+/**
+ * Resolves once every thread of process `pid` is stopped (state T in /proc/PID/task/TID/stat). A stop
+ * signal is delivered asynchronously: a thread busy at that moment could otherwise answer one more request.
+ */
+async function awaitStopped(pid: number, timeoutMs = 5_000): Promise<void> {
+  const giveUpAtMs = Date.now() + timeoutMs;
+  for (;;) {
+    const states = readdirSync(`/proc/${pid}/task`).map((thread) => {
+      try {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        const stat = readFileSync(`/proc/${pid}/task/${thread}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      } catch {
+        return 'gone';
+      }
+    });
+    if (states.every((state) => state === 'T' || state === 't' || state === 'gone')) return;
+    if (Date.now() > giveUpAtMs) throw new Error(`etcd (pid ${pid}) did not stop within ${timeoutMs} ms: thread states ${states.join('')}`);
+    await delay(5);
+  }
 }
 
 /** Whether etcd answers `GET /health` with `{"health":"true"}` (over TLS with the client certificate). */
