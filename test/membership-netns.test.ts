@@ -388,20 +388,26 @@ describeOnNetns('membership across simulated machines', () => {
       // a follower that has caught up can wait for ever to re-enter the in-sync set; see the report.)
       stream = new SendStream(cluster.clientServers(ORIGINAL), alice, 'transfer', 2);
       // 1 and 2 start empty and catch up from replica 0's snapshot.
-      const leader = (await cluster.waitForInSyncSet(ORIGINAL, 60_000)).ordinal;
+      await cluster.waitForInSyncSet(ORIGINAL, 60_000);
       await stream.awaitMore(10);
 
       await cluster.start(3, ALL_FOUR);
-      // Killed once bytes have arrived and before they all have: in the middle of the transfer.
+      // Killed once bytes have arrived and before they all have: in the middle of the transfer. The replica
+      // killed is the leader the joiner follows and fetches from, and only while another member is in sync
+      // with it: on a loaded machine, leadership once moved between the waits above and this point, to a
+      // leader that was alone in its in-sync set, and killing the replica chosen earlier proved nothing.
       const transferring = await pollUntil(
-        'the joiner is receiving a snapshot',
+        'the joiner is receiving a snapshot from a leader with an in-sync follower',
         async () => {
           const status = await cluster.status(3);
-          return status !== undefined && status.snapshotting && status.snapshotBytesReceived > 0 ? status : undefined;
+          if (status === undefined || !status.snapshotting || status.snapshotBytesReceived === 0 || status.leaderOrdinal === null) return undefined;
+          const serving = await cluster.status(status.leaderOrdinal);
+          return serving !== undefined && serving.role === 'leader' && serving.inSync.length >= 2 ? status : undefined;
         },
         30_000,
         5,
       );
+      const leader = transferring.leaderOrdinal!;
       await cluster.kill(leader);
       const killedAtMs = performance.now();
       const survivors = ALL_FOUR.filter((index) => index !== leader);
