@@ -83,10 +83,11 @@ start_replica() { # ordinal
 }
 
 # The CLI container finds the replicas by their names through its hosts file, which this rewrites with their
-# current addresses; the replicas find each other through aardvark-dns. Right after a container is killed,
-# aardvark-dns 1.4.0 sometimes answered no lookup at all for 15-40 s (NOTEBOOK.md §15), and a CLI started
-# then, with no address yet, could not reach even the live replicas. A pod is spared this by CoreDNS, or by
-# hostAliases. The file is podman's own for the container, bind-mounted into it, so it is rewritten in place.
+# current addresses; the replicas find each other through aardvark-dns. Right after a container was killed,
+# lookups through aardvark-dns 1.4.0 sometimes went unanswered for 15-40 s (NOTEBOOK.md §15), and a CLI
+# started then, with no address yet, could not reach even the live replicas. (A pod uses the cluster's DNS,
+# which was not tested here.) The file is podman's own for the container, bind-mounted into it, so it is
+# rewritten in place.
 refresh_cli_hosts() {
   local hosts_file ordinal address kept
   hosts_file=$("${podman_[@]}" inspect --format '{{.HostsPath}}' "$prefix-cli")
