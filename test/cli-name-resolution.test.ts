@@ -15,7 +15,7 @@
  * Root is needed (port 53, unshare); without it the tests fail, never skip.
  */
 import { type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { type FakeServer, startFakeChatServer, wireMessage } from './support/fake-chat-server.js';
 import { type FakeDnsServer, startFakeDnsServer } from './support/fake-dns-server.js';
 
@@ -71,14 +71,8 @@ class ClientProcess {
       DEADLINE_MS: String(deadlineMs),
       RETRY_BUDGET_MS: String(retryBudgetMs),
     });
-    let partial = '';
-    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      partial += chunk;
-      let newline: number;
-      while ((newline = partial.indexOf('\n')) >= 0) {
-        this.results.push(JSON.parse(partial.slice(0, newline)) as SendResult);
-        partial = partial.slice(newline + 1);
-      }
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      this.results.push(JSON.parse(line) as SendResult);
       for (const wake of this.waiters.splice(0)) wake();
     });
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));

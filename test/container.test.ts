@@ -29,6 +29,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const REPOSITORY = fileURLToPath(new URL('..', import.meta.url));
@@ -226,14 +227,8 @@ class ContainerWriter {
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
-    let partial = '';
-    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      partial += chunk;
-      let newline: number;
-      while ((newline = partial.indexOf('\n')) >= 0) {
-        this.lines.push(JSON.parse(partial.slice(0, newline)) as WriterLine);
-        partial = partial.slice(newline + 1);
-      }
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      this.lines.push(JSON.parse(line) as WriterLine);
       for (const wake of [...this.waiters]) wake();
     });
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));

@@ -17,7 +17,7 @@ import { assert } from '../core/assert.js';
 import type { ClientCommand, Command, CommandResult } from '../core/commands.js';
 import { ChatError, FailedPreconditionError, UnavailableError } from '../core/errors.js';
 import type { ClusterRecord } from '../core/replication/cluster-record.js';
-import type { Outgoing, PeerMessage } from '../core/replication/messages.js';
+import type { PeerMessage } from '../core/replication/messages.js';
 import {
   type CoreOutput,
   type ProtocolStatus,
@@ -465,7 +465,11 @@ export class ReplicaNode implements WritePath {
     for (const change of output.recordChanges) this.logger.info({ epoch: this.core.epoch, record: this.core.record }, change);
     if (output.entriesToPersist.length > 0) this.persist(output.entriesToPersist);
     if (output.storeRequest !== undefined) this.askStore(output.storeRequest);
-    this.sendNow(output.messages);
+    for (const outgoing of output.messages) {
+      const address = this.core.memberAddress(outgoing.to);
+      if (address === undefined) continue;
+      this.seams.transport.send(address, this.prepareForSending(outgoing.message));
+    }
     if (output.steppedDown !== undefined) {
       this.logger.warn({ epoch: this.core.epoch, reason: output.steppedDown }, 'stepped down');
       this.failWaiting(this.notLeader());
@@ -475,14 +479,6 @@ export class ReplicaNode implements WritePath {
     this.settleReads();
     this.reportRole();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
-  }
-
-  private sendNow(messages: readonly Outgoing[]): void {
-    for (const outgoing of messages) {
-      const address = this.core.memberAddress(outgoing.to);
-      if (address === undefined) continue;
-      this.seams.transport.send(address, this.prepareForSending(outgoing.message));
-    }
   }
 
   private persistPromises(output: CoreOutput): void {
