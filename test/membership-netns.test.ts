@@ -393,21 +393,26 @@ describeOnNetns('membership across simulated machines', () => {
 
       await cluster.start(3, ALL_FOUR);
       // Killed once bytes have arrived and before they all have: in the middle of the transfer. The replica
-      // killed is the leader the joiner follows and fetches from, and only while another member is in sync
-      // with it: on a loaded machine, leadership once moved between the waits above and this point, to a
-      // leader that was alone in its in-sync set, and killing the replica chosen earlier proved nothing.
+      // killed is the one the joiner fetches from (its latest "fetching a snapshot" line names it), and only
+      // while the leader it follows has a follower in sync: on a loaded machine, leadership moved between the
+      // waits above and this point, once to a leader alone in its in-sync set, and once while the joiner
+      // went on fetching from the deposed leader; killing a replica chosen earlier proved nothing then.
+      const fetchSource = (): number | undefined => {
+        const line = cluster.logs(3).filter((logged) => logged.msg?.startsWith('fetching a snapshot:') === true).at(-1);
+        return typeof line?.from === 'number' ? line.from : undefined;
+      };
       const transferring = await pollUntil(
-        'the joiner is receiving a snapshot from a leader with an in-sync follower',
+        'the joiner is receiving a snapshot while its leader has an in-sync follower',
         async () => {
           const status = await cluster.status(3);
           if (status === undefined || !status.snapshotting || status.snapshotBytesReceived === 0 || status.leaderOrdinal === null) return undefined;
-          const serving = await cluster.status(status.leaderOrdinal);
-          return serving !== undefined && serving.role === 'leader' && serving.inSync.length >= 2 ? status : undefined;
+          const leading = await cluster.status(status.leaderOrdinal);
+          return leading !== undefined && leading.role === 'leader' && leading.inSync.length >= 2 && fetchSource() !== undefined ? status : undefined;
         },
         30_000,
         5,
       );
-      const leader = transferring.leaderOrdinal!;
+      const leader = fetchSource()!;
       await cluster.kill(leader);
       const killedAtMs = performance.now();
       const survivors = ALL_FOUR.filter((index) => index !== leader);
@@ -426,7 +431,7 @@ describeOnNetns('membership across simulated machines', () => {
       const acknowledged = [...stream.acknowledged];
       stream = undefined;
       note(
-        `d: seeded ${SEEDED_MESSAGES} messages (index ${seeded.lastIndex}) in ${seeded.seconds.toFixed(1)} s; killed leader ${leader} with ` +
+        `d: seeded ${SEEDED_MESSAGES} messages (index ${seeded.lastIndex}) in ${seeded.seconds.toFixed(1)} s; killed replica ${leader}, the joiner's snapshot source, with ` +
           `${transferring.snapshotBytesReceived} of ${transferring.snapshotBytesTotal} snapshot bytes received by the joiner ` +
           `(its fetch failed: ${String((failedFetch.err as { message?: unknown } | undefined)?.message)}); new leader ${newLeader.ordinal}; ` +
           `joiner in sync ${inSyncAfterMs.toFixed(0)} ms after the kill, its snapshot installed in ` +
