@@ -173,7 +173,11 @@ test('status exits 0 when healthy, 3 with a member down, and warns on stderr', a
 test(
   'listen survives a 30 s full-cluster outage, says so once, and then delivers what was sent',
   async () => {
+    const subscribersBefore = await cluster.subscriberCount();
     const listener = spawnCli(['--json', 'listen'], { env: environmentFor('bob', {}) });
+    // Without --include-queued, listen prints only what arrives once it is subscribed: a message sent
+    // earlier waits for `read`. So the first message goes out only once the subscription is open.
+    await waitFor('bob has an open subscription', async () => (await cluster.subscriberCount()) > subscribersBefore);
     const marker = (await ok('alice', ['send', 'bob', 'before the outage'])).trim();
     await listener.waitForLine((line) => line.includes(marker), 15_000);
 

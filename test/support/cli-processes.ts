@@ -244,6 +244,14 @@ export class LoopbackCluster {
     return server;
   }
 
+  /** Open subscriptions summed over the running replicas (only the leader holds any). */
+  async subscriberCount(): Promise<number> {
+    const counts = await Promise.all(
+      [...this.running.values()].map(async (server) => (await metricValue(server.metricsPort, 'replichat_subscribers')) ?? 0),
+    );
+    return counts.reduce((sum, count) => sum + count, 0);
+  }
+
   /** Kills a replica (SIGKILL unless told) and waits for its exit. */
   async kill(ordinal: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const server = this.running.get(ordinal);
