@@ -135,6 +135,18 @@ describe('regression scenarios of bugs the simulation found in the new protocol'
 });
 
 describe('seeded random fault schedules', () => {
+  // Both runs end with a shrink swap in flight from a replica that then crashed: it lands after the
+  // faults' end and leaves only down replicas in sync. The live replica must then not lead (it may lack
+  // acknowledged writes), so invariant 6 does not apply; before the harness knew that, both seeds failed it.
+  scenarioTest('a shrink swap that lands after its sender crashed leaves invariant 6 nothing to require (seeds 5842, 6798)', async () => {
+    for (const seed of [5842, 6798]) {
+      const summary = await runRandomSimulation({ seed });
+      expect(summary.writesAgainAfterMs).toBeUndefined();
+      expect(summary.lateSwapsOfDownReplicas).toBeGreaterThan(0);
+      expect(summary.readmittedAfterMs).toBeDefined();
+    }
+  }, 120_000);
+
   test(`${seeds.length} seeds from ${seeds[0]} keep every check`, async () => {
     const totals = {
       acknowledgedWrites: 0,
