@@ -3,10 +3,11 @@
  * cluster_state is written once per outermost transaction, yet after every batch (a follower's
  * applyEntries, a leader's batch of client writes with a savepoint each, some rolled back) it is the chain
  * computed entry by entry over the entries actually logged; a send's result is built from the values
- * inserted, yet equals its row read back; and the log text and chain text are those of the definitions.
+ * inserted, yet equals its row read back; the log text and chain text are those of the definitions; and a
+ * leader's write opens no temporary file for its savepoint.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command, CommandResult, SendMessageCommand } from '../src/core/commands.js';
@@ -161,6 +162,36 @@ test("a leader's batch with a savepoint per write stores the chain of the writes
   const reopened = ReplicaStore.open(path);
   expect(reopened.logChainDigest).toBe(chainOf(logged));
   reopened.close();
+});
+
+/** SQLite's temporary files (statement journals among them) are named etilqs_… and unlinked at once. */
+function openTemporaryFiles(): string[] {
+  const names: string[] = [];
+  for (const descriptor of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${descriptor}`);
+      if (target.includes('etilqs_')) names.push(target);
+    } catch {
+      // The descriptor was closed between the listing and the read (readdir's own, for one).
+    }
+  }
+  return names;
+}
+
+test("a leader's write keeps its savepoint's journal in memory, not in a temporary file", () => {
+  // A savepoint's statement journal holds the pages the write changes. With 16 KiB pages a send changes
+  // about eight (message, its three indexes, request, its index, log, chain): 128 KiB, past the 64 KiB
+  // SQLite keeps in memory by default, so each write created, wrote and unlinked a temporary file.
+  const store = ReplicaStore.open(join(directory, 'leader.sqlite'));
+  store.applyEntries(setUpEntries());
+  for (let n = 1; n <= 50; n += 1) store.atomically(() => store.appendAndApply(2, send(n)));
+  let seenInsideWrite: string[] | undefined;
+  store.atomically(() => {
+    store.appendAndApply(2, send(51));
+    seenInsideWrite = openTemporaryFiles();
+  });
+  expect(seenInsideWrite).toEqual([]);
+  store.close();
 });
 
 test('the chains of the most recent 4096 entries are remembered, and no older ones', () => {
