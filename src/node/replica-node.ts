@@ -367,6 +367,21 @@ export class ReplicaNode implements WritePath {
     if (this.submitted.length > 0) this.scheduleFlush();
   }
 
+  /**
+   * Whether new writes wait for the batch being replicated to commit, and then go out together. Every
+   * replica shares the disk's fsyncs: a batch costs one on the leader and one on each follower whatever its
+   * size, so while one is replicated the writes that arrive join the next one instead of starting batches
+   * of one or two whose fsyncs queue behind each other. A batch that already fills an append goes out at
+   * once. A write arriving when nothing is in flight is applied in its own turn, as before.
+   */
+  private holdsWritesForReplication(): boolean {
+    return (
+      this.core.isLeader &&
+      this.core.knownCommit < this.store.lastIndex &&
+      this.submitted.length < this.options.timings.maxEntriesPerAppend
+    );
+  }
+
   /** Whether a confirmed read is waiting only for the commit index: new writes wait until it is served. */
   private readWaitingForCommit(): boolean {
     if (this.reads.length === 0 || !this.core.isLeader) return false;
@@ -401,7 +416,7 @@ export class ReplicaNode implements WritePath {
       // During a snapshot swap the store is closed; the swap carries out the core's output when it is done.
       if (this.stopped || this.swapping) return;
       this.guard('flush', () => {
-        if (!this.readWaitingForCommit()) this.applySubmitted();
+        if (!this.readWaitingForCommit() && !this.holdsWritesForReplication()) this.applySubmitted();
         this.core.flush(this.clock.nowMs());
         this.carryOut();
       });
@@ -477,6 +492,9 @@ export class ReplicaNode implements WritePath {
     }
     if (this.core.isLeader) this.acknowledge(output.commitIndex);
     this.settleReads();
+    // Writes held while the previous batch was replicated go out once it is committed (or, once this
+    // replica no longer leads, are refused by applySubmitted).
+    if (this.submitted.length > 0 && !this.holdsWritesForReplication() && !this.readWaitingForCommit()) this.scheduleFlush();
     this.reportRole();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
   }

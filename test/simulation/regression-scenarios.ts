@@ -256,6 +256,86 @@ export async function scenarioUncommittedReplay(harness: Harness) {
 }
 
 /**
+ * Writes that arrive while a batch is being replicated wait until it commits, then go out together
+ * (ReplicaNode.holdsWritesForReplication): on one disk shared by the replicas, batches of one or two each
+ * cost an fsync per replica, and those queue behind each other. The leader's messages to its followers are
+ * dropped for 100 ms, so the first write is applied but not committed; two more arrive meanwhile. They
+ * must not be applied before the first commits, and all three are acknowledged once messages flow again.
+ */
+export async function scenarioWritesHeldDuringReplication(harness: Harness) {
+  const { cluster, workload } = harness;
+  await cluster.runFor(300);
+  const leader = cluster.recordedLeader()!;
+  const lastIndex = (): number => cluster.replica(leader).status()!.lastIndex;
+  const [first, second, third] = workload.clientNames() as [string, string, string];
+  const acknowledged: boolean[] = [];
+  const note = (answer: { ok: boolean }): void => {
+    acknowledged.push(answer.ok);
+  };
+  cluster.network.partition([leader], othersThan(harness, leader), 'a-to-b');
+  const before = lastIndex();
+  void workload.sendAs(first, leader).then(note);
+  await cluster.runFor(20);
+  const afterFirst = lastIndex();
+  void workload.sendAs(second, leader).then(note);
+  void workload.sendAs(third, leader).then(note);
+  await cluster.runFor(80);
+  const whileReplicating = lastIndex();
+  cluster.network.heal();
+  await cluster.runUntil(() => acknowledged.length === 3, 5000);
+  const afterCommit = lastIndex();
+  await finish(harness);
+  return {
+    leader,
+    firstApplied: afterFirst - before,
+    appliedWhileReplicating: whileReplicating - afterFirst,
+    appliedAfterCommit: afterCommit - whileReplicating,
+    acknowledged: acknowledged.filter((ok) => ok).length,
+  };
+}
+
+/**
+ * A shrink swap that lands after its sender crashed (random seeds 5842 and 6798 on the driver before
+ * holdsWritesForReplication). One follower is down and out of the in-sync set; the leader is cut off from
+ * the other, which is cut off from the store as well, and the store is slow. The leader sends a swap that leaves only itself in sync and is killed
+ * while the swap is on its way; the swap lands after the faults' end. The live follower must not lead (it
+ * may lack acknowledged writes), so invariant 6 has nothing to require. The harness used to read the
+ * in-sync set when the faults ended and failed the run.
+ */
+export async function scenarioShrinkSwapLandsAfterSenderCrashed(harness: Harness) {
+  const { cluster, workload } = harness;
+  // Writes are what make a leader drop a silent follower from the in-sync set.
+  workload.start();
+  await cluster.runFor(300);
+  const leader = cluster.recordedLeader()!;
+  const [follower, downFollower] = othersThan(harness, leader) as [number, number];
+  cluster.crash(downFollower, 'crash a follower, left down');
+  const dropped = await cluster.runUntil(() => !cluster.recordedInSync().includes(downFollower), 5000);
+  cluster.store.faults.minimumDelayMs = 300;
+  cluster.store.faults.maximumDelayMs = 350;
+  let shrinkIssued = false;
+  cluster.store.onSwapIssued = (byOrdinal, record) => {
+    if (byOrdinal === leader && record.inSync.length === 1 && record.inSync[0] === leader) shrinkIssued = true;
+  };
+  // The follower is cut off from the store too, so that its takeover cannot beat the leader's swap.
+  cluster.store.faults.unreachableFrom.add(follower);
+  cluster.network.partition([leader], [follower], 'both');
+  await cluster.runUntil(() => shrinkIssued, 10_000);
+  const swapsBefore = cluster.store.swaps.length;
+  cluster.crash(leader, 'crash the leader while its shrink swap is on its way');
+  await finish(harness, { leftDown: [leader, downFollower] });
+  const landedLate = cluster.store.swaps.slice(swapsBefore).some((swap) => swap.byOrdinal === leader && swap.record.inSync.length === 1);
+  return {
+    leader,
+    dropped,
+    shrinkIssued,
+    landedLate,
+    lateSwapsOfDownReplicas: harness.lateSwapsOfDownReplicas,
+    writesAgainAfterMs: harness.writesAgainAfterMs,
+  };
+}
+
+/**
  * Re-admission under a continuous write stream. A follower restarts while clients write about 300 times a
  * second; it must be back in the recorded in-sync set within `boundMs` of its start. The old leader asked
  * for the digest only when nothing was in flight and the follower was exactly at its last index, which
