@@ -156,7 +156,6 @@ describe('regression scenarios of bugs the simulation found in the new protocol'
 });
 
 describe('seeded random fault schedules', () => {
-
   test(`${seeds.length} seeds from ${seeds[0]} keep every check`, async () => {
     const totals = {
       acknowledgedWrites: 0,

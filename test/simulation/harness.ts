@@ -61,6 +61,7 @@ export class Harness {
   readmittedAfterMs: number | undefined;
   /** How many replicas were down while invariant 6 was checked (undefined: it did not apply). */
   downDuringWritesAgain: number | undefined;
+  /** See RunSummary.lateSwapsOfDownReplicas. */
   lateSwapsOfDownReplicas = 0;
   private readonly removeRejectionFilter: () => void;
 

@@ -297,10 +297,10 @@ export async function scenarioWritesHeldDuringReplication(harness: Harness) {
 /**
  * A shrink swap that lands after its sender crashed (random seeds 5842 and 6798 on the driver before
  * holdsWritesForReplication). One follower is down and out of the in-sync set; the leader is cut off from
- * the other, which is cut off from the store as well, and the store is slow. The leader sends a swap that leaves only itself in sync and is killed
- * while the swap is on its way; the swap lands after the faults' end. The live follower must not lead (it
- * may lack acknowledged writes), so invariant 6 has nothing to require. The harness used to read the
- * in-sync set when the faults ended and failed the run.
+ * the other, which is cut off from the store as well, and the store is slow. The leader sends a swap that
+ * leaves only itself in sync and is killed while the swap is on its way; the swap lands after the faults'
+ * end. The live follower must not lead (it may lack acknowledged writes), so invariant 6 has nothing to
+ * require. The harness used to read the in-sync set when the faults ended, and failed the run.
  */
 export async function scenarioShrinkSwapLandsAfterSenderCrashed(harness: Harness) {
   const { cluster, workload } = harness;
