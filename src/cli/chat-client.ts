@@ -317,11 +317,6 @@ export class ChatClient {
   // Replicas.
 
   /**
-   * The status of the replica at `address`, which need not be one of this client's servers. It is asked
-   * once, without following a leader hint or trying another server: the point is to hear what this one
-   * replica says about itself, and a replica that does not answer is itself the news.
-   */
-  /**
    * Operator only: asks the leader to remove a member. The client's session token must be the servers'
    * admin token. Not a logged write (it carries no request id): removing a member twice is refused with
    * FAILED_PRECONDITION, which the caller can read as "already gone".
@@ -391,6 +386,11 @@ export class ChatClient {
     }
   }
 
+  /**
+   * The status of the replica at `address`, which need not be one of this client's servers. It is asked
+   * once, without following a leader hint or trying another server: the point is to hear what this one
+   * replica says about itself, and a replica that does not answer is itself the news.
+   */
   async replicaStatus(address: string, options: { deadlineMs?: number } = {}): Promise<ReplicaStatus> {
     if (this.closed) throw new ChatClientError(grpc.status.CANCELLED, 'the client is closed');
     try {

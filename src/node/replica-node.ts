@@ -364,7 +364,11 @@ export class ReplicaNode implements WritePath {
       this.clock.clearTimeout(read.timer);
       read.resolve();
     }
-    if (this.submitted.length > 0) this.scheduleFlush();
+  }
+
+  /** Whether queued writes must wait: for a confirmed read's commit, or for the batch being replicated. */
+  private writesWait(): boolean {
+    return this.readWaitingForCommit() || this.holdsWritesForReplication();
   }
 
   /**
@@ -416,7 +420,7 @@ export class ReplicaNode implements WritePath {
       // During a snapshot swap the store is closed; the swap carries out the core's output when it is done.
       if (this.stopped || this.swapping) return;
       this.guard('flush', () => {
-        if (!this.readWaitingForCommit() && !this.holdsWritesForReplication()) this.applySubmitted();
+        if (!this.writesWait()) this.applySubmitted();
         this.core.flush(this.clock.nowMs());
         this.carryOut();
       });
@@ -492,9 +496,9 @@ export class ReplicaNode implements WritePath {
     }
     if (this.core.isLeader) this.acknowledge(output.commitIndex);
     this.settleReads();
-    // Writes held while the previous batch was replicated go out once it is committed (or, once this
-    // replica no longer leads, are refused by applySubmitted).
-    if (this.submitted.length > 0 && !this.holdsWritesForReplication() && !this.readWaitingForCommit()) this.scheduleFlush();
+    // Writes that waited (for a read just served, or for the batch being replicated) go out now; once this
+    // replica no longer leads, applySubmitted refuses them.
+    if (this.submitted.length > 0 && !this.writesWait()) this.scheduleFlush();
     this.reportRole();
     if (output.fetchSnapshotFrom !== undefined) void this.installSnapshotFrom(output.fetchSnapshotFrom);
   }
