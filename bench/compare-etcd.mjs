@@ -17,6 +17,9 @@
 // etcd's bbolt file plus the written part of its preallocated WAL; peak RSS is each process's VmHWM.
 // After the closed loops, an open loop at half the best throughput of that run (writes started at a fixed
 // rate for about 3 s, whatever the answers) gives p50 and p99 at half of saturation.
+// Each closed loop also reports the CPU each process used during it, as a share of one core (user and
+// system time over the loop's wall time): the benchmark's own process (the client) and every member. On
+// two cores the shares add up to at most 2; a sum well below that says the run waits, not computes.
 // BENCH_MESSAGES=1:500,8:2000,64:4000,256:5120 sets the writes per client count (these are the defaults);
 // BENCH_KEEP=1 keeps the data directories and logs.
 // The replichat clusters under test need a configuration store once the server has --configuration-store:
@@ -25,6 +28,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  cpuSeconds,
   directoryBytes,
   etcdDataBytes,
   etcdVersion,
@@ -75,6 +79,20 @@ function rounded(value) {
   return value === null ? null : Number(value.toFixed(2));
 }
 
+/**
+ * The CPU each process used since `before`, as a share of one core over the wall time since then, to two
+ * decimals: the benchmark's own process (the client) and each member.
+ */
+function cpuSharesSince(before, members) {
+  const wallSeconds = (performance.now() - before.wallMs) / 1000;
+  const client = process.cpuUsage(before.client);
+  const share = (seconds) => Number((seconds / wallSeconds).toFixed(2));
+  return {
+    client: share((client.user + client.system) / 1e6),
+    members: members.map((member, position) => share(cpuSeconds(member.child.pid) - before.members[position])),
+  };
+}
+
 /** Each system under test; BENCH_SYSTEMS=replichat-3,etcd-3 runs only those (the ratios need all three). */
 const SYSTEMS = [
   { name: 'replichat-1', kind: 'replichat', replicas: 1 },
@@ -106,7 +124,7 @@ async function startSystem(system, directory, round) {
 }
 
 const directory = mkdtempSync(join(tmpdir(), 'replichat-compare-etcd-'));
-const results = []; // { round, system, clients, writesPerSecond, p50Ms, p99Ms, errors }
+const results = []; // { round, system, clients, writesPerSecond, p50Ms, p99Ms, errors, cpuShares: { client, members } }
 const halfLoad = []; // { round, system, ratePerSecond, p50Ms, p99Ms, errors }
 const resources = []; // { round, system, bytesPerWrite: [per member], peakRssMegabytes: [per member] }
 let running;
@@ -127,13 +145,16 @@ try {
       written += warmUp.acknowledged;
       for (const clients of clientCounts) {
         const count = messagesPerClientCount[clients] ?? 20 * clients;
+        const cpuBefore = { wallMs: performance.now(), client: process.cpuUsage(), members: running.members.map((member) => cpuSeconds(member.child.pid)) };
         const measured = await runClosedLoop({ concurrency: clients, count, sendOne: (n) => running.send(written + n) });
+        const cpuShares = cpuSharesSince(cpuBefore, running.members);
         written += measured.acknowledged;
         const errors = Object.values(measured.errorCodes).reduce((sum, value) => sum + value.count, 0);
-        results.push({ round, system: system.name, clients, writesPerSecond: measured.writesPerSecond, p50Ms: measured.p50Ms, p99Ms: measured.p99Ms, errors });
+        results.push({ round, system: system.name, clients, writesPerSecond: measured.writesPerSecond, p50Ms: measured.p50Ms, p99Ms: measured.p99Ms, errors, cpuShares });
         log(
           `round ${round} ${system.name.padEnd(11)} ${String(clients).padStart(3)} clients: ${measured.writesPerSecond.toFixed(0).padStart(5)} writes/s, ` +
-            `p50 ${ms(measured.p50Ms)}, p99 ${ms(measured.p99Ms)}${errors > 0 ? `, errors ${JSON.stringify(measured.errorCodes)}` : ''}`,
+            `p50 ${ms(measured.p50Ms)}, p99 ${ms(measured.p99Ms)}; CPU client ${cpuShares.client}, members ${cpuShares.members.join(', ')}` +
+            `${errors > 0 ? `, errors ${JSON.stringify(measured.errorCodes)}` : ''}`,
         );
       }
       // Half of saturation: an open loop at half the best throughput this run reached, for about 3 s.
@@ -186,6 +207,19 @@ try {
         }).join('') +
         `${String(row.ratios.replichat3OverEtcd3).padEnd(9)}${String(row.ratios.replichat3OverReplichat1).padEnd(7)}${row.ratios.etcd3P50OverReplichat3P50}`,
     );
+  }
+  summary.cpuShares = {};
+  lines.push('', 'CPU as a share of one core during each closed loop, medians over rounds: client | each member | sum');
+  for (const clients of clientCounts) {
+    summary.cpuShares[clients] = {};
+    for (const system of SYSTEMS) {
+      const mine = results.filter((result) => result.system === system.name && result.clients === clients).map((result) => result.cpuShares);
+      const client = median(mine.map((shares) => shares.client));
+      const members = mine[0].members.map((_, member) => median(mine.map((shares) => shares.members[member])));
+      const sum = Number([client, ...members].reduce((total, value) => total + value, 0).toFixed(2));
+      summary.cpuShares[clients][system.name] = { client, members, sum };
+      lines.push(`${String(clients).padStart(7)}  ${system.name.padEnd(12)} ${String(client).padEnd(5)}| ${members.join(', ').padEnd(17)}| ${sum}`);
+    }
   }
   summary.halfOfSaturation = {};
   lines.push('', 'open loop at half of saturation (half the best closed-loop throughput of the same run), medians over rounds:');

@@ -2,7 +2,11 @@
 // `bodyBytes` in its own savepoint inside one transaction, as ReplicaNode.applySubmitted does for a batch of
 // one, with synchronous=FULL, under each page size and temp_store setting, interleaved over the rounds.
 //
-//   npm run build && node bench/sqlite-commit.mjs [writes=1000] [bodyBytes=100] [rounds=2]
+//   npm run build && node bench/sqlite-commit.mjs [writes=1000] [bodyBytes=100] [rounds=2] [pauseMs=0]
+//
+// pauseMs puts the thread to sleep for that long before each measured write, as a server idles between
+// the sends of one client at a time; the same write measured after a pause shows what an idle CPU costs
+// the next piece of work on this machine (caches gone cold, the virtual CPU woken up).
 //
 // Prints per setting the median over the rounds of each round's p50, p90 and p99 in ms. The data
 // directory is under /var/tmp (the same disk as the benchmarks' clusters). The page size is chosen by
@@ -17,6 +21,8 @@ import { ReplicaStore } from '../dist/storage/replica-store.js';
 const writes = Number(process.argv[2] ?? 1000);
 const bodyBytes = Number(process.argv[3] ?? 100);
 const rounds = Number(process.argv[4] ?? 2);
+const pauseMs = Number(process.argv[5] ?? 0);
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const SETTINGS = [
   { pageSize: 16384, tempStore: 'DEFAULT' },
   { pageSize: 16384, tempStore: 'MEMORY' },
@@ -54,6 +60,7 @@ function measure(directory, round, { pageSize, tempStore }) {
   for (let n = 0; n < WARM_UP_WRITES; n += 1) send();
   const timesMs = [];
   for (let n = 0; n < writes; n += 1) {
+    if (pauseMs > 0) Atomics.wait(sleeper, 0, 0, pauseMs);
     const startedAt = process.hrtime.bigint();
     send();
     timesMs.push(Number(process.hrtime.bigint() - startedAt) / 1e6);
@@ -76,5 +83,5 @@ try {
 }
 for (const [position, setting] of SETTINGS.entries()) {
   const summary = ['p50', 'p90', 'p99'].map((key) => `${key} ${median(results[position].map((result) => result[key])).toFixed(3)}`);
-  console.log(`page ${setting.pageSize} temp_store ${setting.tempStore.padEnd(7)} ${summary.join('  ')} ms`);
+  console.log(`${pauseMs > 0 ? `after ${pauseMs} ms idle: ` : ''}page ${setting.pageSize} temp_store ${setting.tempStore.padEnd(7)} ${summary.join('  ')} ms`);
 }

@@ -1,11 +1,13 @@
 /**
- * Proves two secret-handling rules on a real server whose admin token comes from a file:
+ * Proves three rules about sessions and secrets on a real server whose admin token comes from a file:
  * - The session-signing key rotates through the RotateSessionKey admin RPC: a token signed by the old key
  *   keeps working, a new login gets a token that names the new key, and a rotation with revoke_previous
  *   ends every older token at once. Without the admin token the RPC is refused.
  * - A password hash made with older scrypt parameters (written into the stopped replica's file, as an
  *   account made before the upgrade would hold) still logs in, and that login replaces it, through the
  *   log (an upgradePasswordHash command), with a hash of the current parameters.
+ * - A logged-out session's token, still correctly signed, is refused by every write, while a write it
+ *   retries with the same request id gets the answer recorded before the logout.
  */
 import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
@@ -90,6 +92,31 @@ test('rotation keeps old tokens working, signs new ones with the new key, and re
   expect(afterRevocation.split('.')[1]).toBe('2');
   expect(await works(afterRevocation)).toBe(true);
 }, 60_000);
+
+test('a logged-out session can no longer write, while a write it retries gets its recorded answer', async () => {
+  // The write handlers verify the token once, to name the request's principal, and then look the session
+  // up only if no earlier result answers the request: that lookup alone must refuse an ended session.
+  await client.ok('CreateAccount', { requestId: 'create-bob', username: 'bob', password: PASSWORD });
+  const token = await login('alice');
+  const first = { requestId: 'send-before-logout', recipient: 'bob', body: 'sent before the logout' };
+  const sent = (await client.ok('SendMessage', first, token)).message as { id: string };
+  await client.ok('Logout', { requestId: 'logout-alice' }, token);
+  const writes: [string, Record<string, unknown>][] = [
+    ['SendMessage', { requestId: 'send-after-logout', recipient: 'bob', body: 'too late' }],
+    ['ReadMessages', { requestId: 'read-after-logout', limit: 1 }],
+    ['AcknowledgeMessages', { requestId: 'acknowledge-after-logout', messageIds: [sent.id] }],
+    ['DeleteMessages', { requestId: 'delete-after-logout', messageIds: [sent.id] }],
+    ['DeleteAccount', { requestId: 'delete-account-after-logout', password: PASSWORD }],
+    ['Logout', { requestId: 'logout-again' }],
+  ];
+  for (const [method, request] of writes) {
+    const outcome = await client.call(method, request, token);
+    expect([method, grpc.status[outcome.code], outcome.details]).toEqual([method, 'UNAUTHENTICATED', expect.stringContaining('ended or expired')]);
+  }
+  const replayed = (await client.ok('SendMessage', first, token)).message as { id: string };
+  expect(replayed.id).toBe(sent.id);
+  expect(await works(await login('alice'))).toBe(true);
+});
 
 test('a hash with older scrypt parameters logs in once, and that login upgrades it through the log', async () => {
   await client.ok('CreateAccount', { requestId: 'create-olduser', username: 'olduser', password: PASSWORD });

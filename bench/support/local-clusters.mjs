@@ -52,6 +52,19 @@ export function peakRssBytes(pid) {
   return Number(line.split(/\s+/)[1]) * 1024;
 }
 
+/** Clock ticks per second of /proc/PID/stat's CPU times (USER_HZ), asked of the system once. */
+let clockTicksPerSecond;
+
+/** CPU seconds (user and system) a running process has used so far, from /proc/PID/stat. */
+export function cpuSeconds(pid) {
+  clockTicksPerSecond ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may hold spaces and parentheses, so the fields are counted from its closing one:
+  // after it come the state (field 3), ..., utime (field 14) and stime (field 15).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
+}
+
 /** The sizes of all files under `path`, added up (apparent sizes). */
 export function directoryBytes(path) {
   let total = 0;

@@ -248,7 +248,20 @@ export class ChatService {
   }
 
   private authenticate(metadata: grpc.Metadata): Caller {
-    const sessionId = this.sessionIdFromMetadata(metadata);
+    return this.callerOfSession(this.sessionIdFromMetadata(metadata));
+  }
+
+  /**
+   * The caller of a session whose token sessionIdFromMetadata has just verified, once the session is found
+   * and has not expired. A write handler verifies the token first, to name the principal its request id
+   * belongs to, and looks the session up only when no earlier result answers it; verifying the token a
+   * second time would cost a second HMAC and key lookup per call and could not decide differently. Nothing
+   * is applied between the two: writes are applied in a later turn of the event loop (the node's deferred
+   * flush), and the lookup of an earlier result that finds none settles within this one. And no session
+   * outlives the key that signed it unless a revocation, itself a write, retires the key early, so the
+   * session's expiry, checked here, covers the key's retirement.
+   */
+  private callerOfSession(sessionId: string): Caller {
     const session = this.writePath.chat.session(sessionId);
     if (session === undefined || session.expiresAtMs <= Date.now()) {
       throw new UnauthenticatedError('the session has ended or expired; log in again');
@@ -383,7 +396,7 @@ export class ChatService {
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('logout');
     if (await this.earlierResult(requestId, principal, 'logout', fingerprint) !== undefined) return {};
-    const caller = this.authenticate(metadata);
+    const caller = this.callerOfSession(sessionId);
     await this.submit({
       kind: 'logout',
       ...this.envelope(requestId, principal, fingerprint),
@@ -401,7 +414,7 @@ export class ChatService {
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('deleteAccount');
     if (await this.earlierResult(requestId, principal, 'deleteAccount', fingerprint) !== undefined) return {};
-    const caller = this.authenticate(metadata);
+    const caller = this.callerOfSession(sessionId);
     await this.checkPassword(caller.username, password);
     await this.submit({
       kind: 'deleteAccount',
@@ -444,7 +457,7 @@ export class ChatService {
       const body = this.writePath.chat.message(earlier.message.id)?.body ?? '';
       return { message: toWireMessage({ ...earlier.message, body }) };
     }
-    const caller = this.authenticate(metadata);
+    const caller = this.callerOfSession(sessionId);
     const result = await this.submit({
       kind: 'sendMessage',
       ...this.envelope(requestId, principal, fingerprint),
@@ -470,7 +483,7 @@ export class ChatService {
     const sessionId = this.sessionIdFromMetadata(metadata);
     const principal = `session:${sessionId}`;
     const fingerprint = fingerprintOf('markDelivered', reason, limit, requestedIds);
-    const caller = this.authenticate(metadata);
+    const caller = this.callerOfSession(sessionId);
     const result =
       await this.earlierResult(requestId, principal, 'markDelivered', fingerprint) ??
       (await this.submit({
@@ -519,7 +532,7 @@ export class ChatService {
     const fingerprint = fingerprintOf('deleteMessages', messageIds);
     const earlier = await this.earlierResult(requestId, principal, 'deleteMessages', fingerprint);
     if (earlier !== undefined) return { deletedCount: earlier.deletedCount };
-    const caller = this.authenticate(metadata);
+    const caller = this.callerOfSession(sessionId);
     const result = await this.submit({
       kind: 'deleteMessages',
       ...this.envelope(requestId, principal, fingerprint),
