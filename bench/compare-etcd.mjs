@@ -21,7 +21,9 @@
 // system time over the loop's wall time): the benchmark's own process (the client) and every member. On
 // two cores the shares add up to at most 2; a sum well below that says the run waits, not computes.
 // BENCH_MESSAGES=1:500,8:2000,64:4000,256:5120 sets the writes per client count (these are the defaults);
-// BENCH_KEEP=1 keeps the data directories and logs.
+// BENCH_KEEP=1 keeps the data directories and logs. BENCH_DATA_ROOT puts them elsewhere than the system's
+// temporary directory: /dev/shm (tmpfs, where an fsync costs nothing) shows what the software costs without
+// the disk. It is a diagnostic only: the comparison is with fsync on a disk.
 // The replichat clusters under test need a configuration store once the server has --configuration-store:
 // each gets a one-member etcd of its own on other ports (configuration only), never the measured etcd.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -123,7 +125,7 @@ async function startSystem(system, directory, round) {
   };
 }
 
-const directory = mkdtempSync(join(tmpdir(), 'replichat-compare-etcd-'));
+const directory = mkdtempSync(join(process.env.BENCH_DATA_ROOT ?? tmpdir(), 'replichat-compare-etcd-'));
 const results = []; // { round, system, clients, writesPerSecond, p50Ms, p99Ms, errors, cpuShares: { client, members } }
 const halfLoad = []; // { round, system, ratePerSecond, p50Ms, p99Ms, errors }
 const resources = []; // { round, system, bytesPerWrite: [per member], peakRssMegabytes: [per member] }

@@ -34,6 +34,7 @@ import {
   scenarioTwoPauses,
   scenarioUncommittedReplay,
   scenarioWritesHeldDuringReplication,
+  scenarioSilentFollowerGetsHeartbeats,
 } from './simulation/regression-scenarios.js';
 
 const DEFAULT_SEED_COUNT = 32;
@@ -114,6 +115,16 @@ describe('the write path of issue 10, over the real driver', () => {
     expect(observed.appliedWhileReplicating).toBe(0);
     expect(observed.appliedAfterCommit).toBe(2);
     expect(observed.acknowledged).toBe(3);
+  }, 120_000);
+
+  scenarioTest('a follower that stopped answering gets heartbeats, not entries, until it answers again', async () => {
+    const { observed } = await runScenario('silent-follower-gets-heartbeats', scenarioSilentFollowerGetsHeartbeats, { reads: false });
+    expect(observed.dropped).toBe(true);
+    expect(observed.leaderUnchanged).toBe(true);
+    expect(observed.heartbeatsWhileSilent).toBeGreaterThan(0);
+    expect(observed.entriesWhileSilent).toBe(0);
+    expect(observed.entriesAfterRestart).toBeGreaterThan(0);
+    expect(observed.readmitted).toBe(true);
   }, 120_000);
 });
 

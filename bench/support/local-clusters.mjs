@@ -327,8 +327,10 @@ function makePeerCertificates(path, replicas, name) {
  * with scripts/make-dev-certs.sh; clients stay plaintext (`--insecure`). Returns a client call on the
  * leader, the replica processes (each with its metrics address) and stop(), which ends the replicas with
  * SIGINT (the database closes cleanly, so its WAL is checkpointed) and then the configuration etcd.
+ * `extraArguments` go to every server after its own flags, `nodeArguments` to node before the script
+ * (for example `--cpu-prof`).
  */
-export async function startReplichat({ directory, replicas, name, logLevel = 'warn', extraArguments = [] }) {
+export async function startReplichat({ directory, replicas, name, logLevel = 'warn', extraArguments = [], nodeArguments = [] }) {
   const help = serverHelp();
   const usesConfigurationStore = help.includes('--configuration-store');
   const peerTlsFlags = help.includes('--peer-ca') ? makePeerCertificates(join(directory, `${name}-certificates`), replicas, name) : () => [];
@@ -343,7 +345,7 @@ export async function startReplichat({ directory, replicas, name, logLevel = 'wa
   const processes = ports.map((port, ordinal) => {
     const dataDirectory = join(directory, `${name}-replica-${ordinal}`);
     const replica = startProcess(process.execPath, [
-      CLI_PATH, 'server', '--ordinal', String(ordinal), '--peers', peers, '--data-dir', dataDirectory,
+      ...nodeArguments, CLI_PATH, 'server', '--ordinal', String(ordinal), '--peers', peers, '--data-dir', dataDirectory,
       '--listen', `127.0.0.1:${port.client}`, '--peer-listen', `127.0.0.1:${port.peer}`,
       '--metrics-listen', `127.0.0.1:${port.metrics}`, '--insecure', '--log-level', logLevel, '--cluster-name', name,
       ...peerTlsFlags(ordinal),

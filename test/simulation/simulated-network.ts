@@ -68,6 +68,8 @@ export interface NetworkCounters {
 export class SimulatedNetwork {
   faults: NetworkFaults = { ...QUIET_NETWORK };
   readonly counters: NetworkCounters = { sent: 0, lost: 0, duplicated: 0, snapshotsServed: 0 };
+  /** Sees every message a live process sends to a known replica, before any fault decides its fate. */
+  onSend: ((fromOrdinal: number, toOrdinal: number, message: PeerMessage) => void) | undefined;
   /** Cut links, as `from>to`. */
   private readonly cut = new Set<string>();
   private readonly endpoints = new Map<number, NetworkEndpoint>();
@@ -123,6 +125,7 @@ export class SimulatedNetwork {
     if (process.state !== 'running') return;
     const to = this.ordinalByPeerAddress.get(address);
     if (to === undefined) return;
+    this.onSend?.(fromOrdinal, to, message);
     const target = this.endpoints.get(to)!;
     const targetProcess = target.currentProcess();
     this.counters.sent += 1;

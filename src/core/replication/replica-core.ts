@@ -1321,11 +1321,18 @@ export class ReplicaCore {
         this.caughtUp(progress) &&
         this.nowMs - progress.lastDigestRequestMs >= this.timings.heartbeatIntervalMs;
       let sent = false;
-      // A follower that has not answered for an election timeout gets one append at a time: a probe, not a
-      // pipeline of entries nobody may be reading.
+      // A follower that has not answered for an election timeout is sent no entries, only the heartbeat
+      // below: its answer says where it stands, and entries follow at the next tick. Entries for a
+      // follower that may be dead cost the leader a read of up to a whole append from SQLite (it is far
+      // behind what the driver keeps in memory) and its encoding, at every reset of its position in
+      // leaderTick, for nothing; a follower that is merely slow loses one heartbeat interval once it
+      // answers again.
       const responsive = this.nowMs - progress.lastAnsweredReceivedMs <= this.timings.electionTimeoutMs;
-      const inflightLimit = responsive ? this.timings.maxInflightAppends : 1;
-      while (progress.inflightAppends < inflightLimit && progress.nextIndex <= this.history.lastIndex) {
+      while (
+        responsive &&
+        progress.inflightAppends < this.timings.maxInflightAppends &&
+        progress.nextIndex <= this.history.lastIndex
+      ) {
         const fromIndex = progress.nextIndex;
         const toIndex = Math.min(this.history.lastIndex, fromIndex + this.timings.maxEntriesPerAppend - 1);
         const digest = wantsDigest && !sent;
