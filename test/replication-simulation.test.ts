@@ -28,13 +28,13 @@ import {
   scenarioReadmissionUnderLoad,
   scenarioRestartedFollower,
   scenarioShrinkSwapLandsAfterSenderCrashed,
+  scenarioSilentFollowerGetsHeartbeats,
   scenarioSilentReadmissionSwap,
   scenarioSilentReadmissionThenCrash,
   scenarioStaleRead,
   scenarioTwoPauses,
   scenarioUncommittedReplay,
   scenarioWritesHeldDuringReplication,
-  scenarioSilentFollowerGetsHeartbeats,
 } from './simulation/regression-scenarios.js';
 
 const DEFAULT_SEED_COUNT = 32;

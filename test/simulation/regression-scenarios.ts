@@ -29,6 +29,12 @@ function isTakeover(record: ClusterRecord, byOrdinal: number, current: ClusterRe
   return record.leader === byOrdinal && (current === undefined || record.epoch > current.epoch);
 }
 
+/** Crashes a follower and waits until the leader has dropped it from the in-sync set; false if it did not. */
+async function crashUntilDropped(harness: Harness, ordinal: number, reason: string): Promise<boolean> {
+  harness.cluster.crash(ordinal, reason);
+  return harness.cluster.runUntil(() => !harness.cluster.recordedInSync().includes(ordinal), 5000);
+}
+
 async function finish(harness: Harness, options: { leftDown?: readonly number[] } = {}): Promise<void> {
   harness.healFaults();
   if ((options.leftDown ?? []).length > 0) await harness.checkWritesAgain();
@@ -307,8 +313,7 @@ export async function scenarioSilentFollowerGetsHeartbeats(harness: Harness) {
   await cluster.runFor(300);
   const leader = cluster.recordedLeader()!;
   const silent = othersThan(harness, leader)[0]!;
-  cluster.crash(silent, 'crash a follower, left down for a while');
-  const dropped = await cluster.runUntil(() => !cluster.recordedInSync().includes(silent), 5000);
+  const dropped = await crashUntilDropped(harness, silent, 'crash a follower, left down for a while');
   let entriesWhileSilent = 0;
   let heartbeatsWhileSilent = 0;
   let entriesAfterRestart = 0;
@@ -345,8 +350,7 @@ export async function scenarioShrinkSwapLandsAfterSenderCrashed(harness: Harness
   await cluster.runFor(300);
   const leader = cluster.recordedLeader()!;
   const [follower, downFollower] = othersThan(harness, leader) as [number, number];
-  cluster.crash(downFollower, 'crash a follower, left down');
-  const dropped = await cluster.runUntil(() => !cluster.recordedInSync().includes(downFollower), 5000);
+  const dropped = await crashUntilDropped(harness, downFollower, 'crash a follower, left down');
   cluster.store.faults.minimumDelayMs = 300;
   cluster.store.faults.maximumDelayMs = 350;
   let shrinkIssued = false;
