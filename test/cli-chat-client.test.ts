@@ -75,6 +75,17 @@ test('a write follows the leader a follower names, with the same request id and 
   expect(follower.calls).toHaveLength(1);
 });
 
+test('each write gets a new time-ordered request id (UUID version 7), later than the one before', async () => {
+  const server = await startFake(() => sent);
+  const chat = client([server.address], { sessionToken: 'token-1' });
+  for (let n = 0; n < 5; n += 1) await chat.sendMessage('bob', `message ${n}`);
+  const requestIds = server.calls.map((call) => String(call.request.requestId));
+  expect(requestIds).toHaveLength(5);
+  for (const requestId of requestIds) expect(requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  expect(new Set(requestIds).size).toBe(5);
+  expect([...requestIds].sort()).toEqual(requestIds);
+});
+
 test('the CLI ignores a hint to an address outside its list, and never stores it', async () => {
   // A follower that lies: it names a "leader" the client was never told about, which would get the password.
   const impostor = await startFake(() => sent);

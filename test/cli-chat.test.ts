@@ -20,6 +20,7 @@ import {
 import { type ServerProcess, startServer } from './support/processes.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const UUID_VERSION_7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const PASSWORDS = { alice: 'alice-password-1', bob: 'bob-password-1' } as const;
 const INSECURE_WARNING = 'replichat: warning: --insecure: passwords and messages travel in plaintext';
 
@@ -90,6 +91,9 @@ test('two users chat through the CLI, and a deleted account takes its messages a
     (await ok('alice', ['send', 'bob', '-'], { input: 'third, from stdin\n' })).trim(),
   ];
   for (const id of sentIds) expect(id).toMatch(UUID);
+  // The server makes ids time-ordered (UUID version 7), so that each lands at the end of its index.
+  for (const id of sentIds) expect(id).toMatch(UUID_VERSION_7);
+  expect([...sentIds].sort()).toEqual(sentIds);
 
   // Bob logs in (password from the environment this time), sees 3 unread, and reads them 2 then 1.
   expect(await ok('bob', ['login', 'bob'], { env: { REPLICHAT_PASSWORD: PASSWORDS.bob } })).toBe(

@@ -8,8 +8,8 @@
  * This module touches neither process.argv nor the terminal, so that tests can import it.
  */
 import * as grpc from '@grpc/grpc-js';
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { v7 as uuidVersion7 } from 'uuid';
 import { chatServiceClientConstructor } from '../api/proto.js';
 import { ChatClientError } from './chat-client-error.js';
 import {
@@ -403,9 +403,13 @@ export class ChatClient {
   // ---------------------------------------------------------------------------------------------------
   // Calls, retries and connections.
 
-  /** A write: it gets a fresh request id, which every retry of this call repeats. */
+  /**
+   * A write: it gets a fresh request id, which every retry of this call repeats. The id is time-ordered
+   * (UUID version 7), so that the servers add it at the end of their index of request ids instead of on a
+   * random page of it.
+   */
   private write(method: ChatMethod, request: object, authenticated: boolean, deadlineMs = this.deadlineMs): Promise<unknown> {
-    return this.callWithFailover(method, { ...request, requestId: randomUUID() }, authenticated, deadlineMs);
+    return this.callWithFailover(method, { ...request, requestId: uuidVersion7() }, authenticated, deadlineMs);
   }
 
   /** A read changes nothing, so it is retried as it is. */
