@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { loginSender, payload, startReplichat } from '../support/local-clusters.mjs';
 
 const sends = Number(process.argv[2] ?? 300);
-process.env.RC_TRACE = '1';
 const directory = mkdtempSync(join(tmpdir(), 'replichat-timeline-'));
+process.env.RC_TRACE = directory;
 const cluster = await startReplichat({ directory, replicas: 3, name: 'timeline' });
 const token = await loginSender(cluster, 'timeline');
 const clientLines = [];
@@ -23,7 +23,7 @@ for (let n = 0; n < sends; n += 1) {
 clientLines.push(`T client ${(performance.timeOrigin + performance.now()).toFixed(3)} client-send`);
 await cluster.stop();
 const serverLines = readdirSync(directory)
-  .filter((name) => name.endsWith('.log'))
+  .filter((name) => name.startsWith('trace-'))
   .flatMap((name) => readFileSync(join(directory, name), 'utf8').split('\n').filter((line) => line.startsWith('T ')));
 if (serverLines.length === 0) throw new Error('the servers wrote no timestamps: run bench/timeline/instrument-dist.sh after npm run build');
 const timeline = join(directory, 'timeline.txt');
