@@ -19,7 +19,7 @@ function isRunning(pid: number): boolean {
   }
 }
 
-test('once its stdin closes, the watchdog kills its child and removes the directory it was given', async () => {
+test('once its stdin closes and nothing reads its output, the watchdog kills its child and removes its directory', async () => {
   const directory = mkdtempSync(join(tmpdir(), 'replichat-watchdog-'));
   writeFileSync(join(directory, 'data'), 'x'.repeat(1024));
   const watchdog = spawnUnderWatchdog('sleep', ['600'], directory);
@@ -30,8 +30,12 @@ test('once its stdin closes, the watchdog kills its child and removes the direct
   expect(isRunning(childPid)).toBe(true);
   expect(existsSync(directory)).toBe(true);
 
+  // As when this process ends: nothing reads the watchdog's output any more, and its stdin closes.
+  const exited = once(watchdog, 'exit');
+  watchdog.stdout!.destroy();
+  watchdog.stderr!.destroy();
   watchdog.stdin!.end();
-  await once(watchdog, 'exit');
+  await exited;
 
   expect(isRunning(childPid)).toBe(false);
   expect(existsSync(directory)).toBe(false);

@@ -69,13 +69,15 @@ const ETCD_BINARY = process.env.ETCD_BINARY ?? 'etcd';
  * this process ends, however it ends (jest finishing, a crash, SIGKILL), so no test can leave an etcd
  * running. Once etcd has exited the watchdog also removes etcd's directory (its first argument): an etcd
  * shared by a whole test file is never stopped, and each left behind about 120 MB (its preallocated WAL).
+ * The watchdog's own stderr goes to /dev/null (etcd keeps the real one): when etcd is killed, bash reports
+ * it on stderr, and with this process gone that write would end the watchdog by SIGPIPE before the removal.
  * Signals for pause/resume go to etcd's own pid, not to the watchdog.
  */
 const WATCHDOG = `
 directory=$1
 shift
-exec 3<&0
-"$0" "$@" </dev/null &
+exec 3<&0 4>&2 2>/dev/null
+"$0" "$@" </dev/null 2>&4 3<&- 4>&- &
 etcd_pid=$!
 echo "pid $etcd_pid"
 ( while read -r _ <&3; do :; done; kill -9 "$etcd_pid" 2>/dev/null ) &
