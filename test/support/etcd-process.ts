@@ -15,13 +15,14 @@
  * by SIGKILL, and then removes its temp directory: a test process that ends without stopping its etcd leaves
  * neither behind, unless the watchdog is killed with it.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnUnderWatchdog } from './watchdog.js';
 
 /** PEM files of a TLS etcd: the CA that signed everything, and a client certificate etcd accepts. */
 export interface EtcdTls {
@@ -64,39 +65,9 @@ export interface StartEtcdOptions {
 
 const ETCD_BINARY = process.env.ETCD_BINARY ?? 'etcd';
 /**
- * etcd runs under a small bash watchdog: it starts etcd, prints etcd's pid, and kills etcd with SIGKILL as
- * soon as its stdin (a pipe from this process) reaches end-of-file. The kernel closes that pipe whenever
- * this process ends, however it ends (jest finishing, a crash, SIGKILL), so no test can leave an etcd
- * running. Once etcd has exited the watchdog also removes etcd's directory (its first argument): an etcd
- * shared by a whole test file is never stopped, and each left behind about 120 MB (its preallocated WAL).
- * The watchdog's own stderr goes to /dev/null (etcd keeps the real one): when etcd is killed, bash reports
- * it on stderr, and with this process gone that write would end the watchdog by SIGPIPE before the removal.
- * Signals for pause/resume go to etcd's own pid, not to the watchdog.
+ * etcd runs under the watchdog of watchdog.ts, so that no test can leave an etcd running or its directory
+ * behind, however the test process ends. Signals for pause/resume go to etcd's own pid, not to the watchdog.
  */
-const WATCHDOG = `
-directory=$1
-shift
-exec 3<&0 4>&2 2>/dev/null
-"$0" "$@" </dev/null 2>&4 3<&- 4>&- &
-etcd_pid=$!
-echo "pid $etcd_pid"
-( while read -r _ <&3; do :; done; kill -9 "$etcd_pid" 2>/dev/null ) &
-reader_pid=$!
-wait "$etcd_pid"
-status=$?
-kill "$reader_pid" 2>/dev/null
-rm -rf -- "$directory"
-exit "$status"
-`;
-
-/**
- * Starts `binary` under the watchdog above, which removes `directory` once the binary has exited; the
- * binary's pid is the first line of the watchdog's stdout (`pid N`). Exported for the watchdog's own test.
- */
-export function spawnUnderWatchdog(binary: string, binaryArguments: readonly string[], directory: string): ChildProcess {
-  return spawn('bash', ['-c', WATCHDOG, binary, directory, ...binaryArguments], { stdio: ['pipe', 'pipe', 'pipe'] });
-}
-
 /** Starts etcd and resolves once it answers; rejects with etcd's own output when it cannot start. */
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdProcess> {
   checkBinary();

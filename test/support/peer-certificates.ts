@@ -5,10 +5,11 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { removeWhenThisProcessEnds } from './watchdog.js';
 
 export const MAKE_DEV_CERTS = fileURLToPath(new URL('../../scripts/make-dev-certs.sh', import.meta.url));
 
@@ -79,7 +80,7 @@ export function sharedPeerCertificates(clusterName = 'replichat'): PeerCertifica
   let certificates = sharedByCluster.get(clusterName);
   if (certificates === undefined) {
     const directory = mkdtempSync(join(tmpdir(), 'replichat-peer-certs-'));
-    process.once('exit', () => rmSync(directory, { recursive: true, force: true }));
+    removeWhenThisProcessEnds(directory);
     certificates = makePeerCertificates(directory, clusterName);
     sharedByCluster.set(clusterName, certificates);
   }
