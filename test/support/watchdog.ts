@@ -8,9 +8,11 @@
  * directory, which one removed, stayed behind after every run). An etcd shared by a test file is never
  * stopped either, and each left about 120 MB (its preallocated WAL) behind before the watchdog removed it.
  *
- * The watchdog's own stderr goes to /dev/null (the child keeps the real one): when the child is killed,
- * bash reports it on stderr, and with the test process gone that write would end the watchdog by SIGPIPE
- * before the removal.
+ * The watchdog must outlive the test process's pipes: its own stderr goes to /dev/null (the child keeps
+ * the real one), since bash reports a killed child on stderr, and it ignores SIGPIPE once the child has
+ * started (so the child keeps the default), since a test process that ends at once, as one that only asks
+ * for a removal may, has closed the pipe of the pid line before bash writes it. Either write used to end
+ * the watchdog by SIGPIPE, leaving the directory and, in the second case, the child.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -20,6 +22,7 @@ shift
 exec 3<&0 4>&2 2>/dev/null
 "$0" "$@" </dev/null 2>&4 3<&- 4>&- &
 child_pid=$!
+trap '' PIPE
 echo "pid $child_pid"
 ( while read -r _ <&3; do :; done; kill -9 "$child_pid" 2>/dev/null ) &
 reader_pid=$!
