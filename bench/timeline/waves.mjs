@@ -10,7 +10,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loginSender, payload, startReplichat } from '../support/local-clusters.mjs';
+import { loginSender, payload, runClosedLoop, startReplichat } from '../support/local-clusters.mjs';
 
 const clients = Number(process.argv[2] ?? 64);
 const sends = Number(process.argv[3] ?? 10_000);
@@ -18,17 +18,13 @@ const directory = mkdtempSync(join(tmpdir(), 'replichat-waves-'));
 process.env.RC_TRACE = directory;
 const cluster = await startReplichat({ directory, replicas: 3, name: 'waves' });
 const token = await loginSender(cluster, 'waves');
-let next = 0;
-const startedAt = performance.now();
-await Promise.all(
-  Array.from({ length: clients }, async () => {
-    while (next < sends) {
-      const n = next++;
-      await cluster.call('SendMessage', { requestId: `waves-${n}`, recipient: 'bob', body: payload(n, 100) }, token);
-    }
-  }),
-);
-const writesPerSecond = Math.round(sends / ((performance.now() - startedAt) / 1000));
+const loop = await runClosedLoop({
+  concurrency: clients,
+  count: sends,
+  sendOne: (n) => cluster.call('SendMessage', { requestId: `waves-${n}`, recipient: 'bob', body: payload(n, 100) }, token),
+});
+const writesPerSecond = Math.round(loop.writesPerSecond);
+if (Object.keys(loop.errorCodes).length > 0) console.log(`failed writes: ${JSON.stringify(loop.errorCodes)}`);
 await cluster.stop();
 const events = readdirSync(directory)
   .filter((name) => name.startsWith('trace-'))
