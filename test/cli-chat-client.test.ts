@@ -158,6 +158,25 @@ test('any other status is final: no retry, and the error carries the code, its n
   expect(other.calls).toHaveLength(0);
 });
 
+test('a last attempt that the budget cut short does not hide what an earlier server answered', async () => {
+  // The first server hangs; the second answers that there is no leader; the third attempt, to the first
+  // server again, gets only what is left of the budget and runs out. The caller hears the second answer.
+  const hung = await startFake(() => 'hang');
+  const leaderless = await startFake(() => ({ status: grpc.status.UNAVAILABLE, details: 'replica 1 is not the leader and no leader is known yet' }));
+  const chat = client([hung.address, leaderless.address], { sessionToken: 'token-1', deadlineMs: 300, retryBudgetMs: 0 });
+
+  const failure = await chat.sendMessage('bob', 'hi').then(
+    () => undefined,
+    (error: unknown) => error as ChatClientError,
+  );
+
+  expect(hung.calls.filter((call) => call.method === 'SendMessage')).toHaveLength(2);
+  expect(leaderless.calls.filter((call) => call.method === 'SendMessage')).toHaveLength(1);
+  expect(failure).toBeInstanceOf(ChatClientError);
+  expect(failure!.code).toBe(grpc.status.UNAVAILABLE);
+  expect(failure!.message).toMatch(/no leader is known yet \(tried /);
+});
+
 test('the retry budget bounds a call when no server answers', async () => {
   const down = `127.0.0.1:${await freePort()}`;
   const chat = client([down], { retryBudgetMs: 500, deadlineMs: 200 });

@@ -439,18 +439,24 @@ export class ChatClient {
       // The first attempt always gets the full deadline; later ones only what the budget has left.
       const deadlineMs = attempts === 1 ? attemptDeadlineMs : Math.min(attemptDeadlineMs, remainingMs);
       const dialTimer = setTimeout(() => this.dialAllServers(), DIAL_ALL_SERVERS_AFTER_MS);
+      let attemptError: ChatClientError;
       try {
         return await this.callOnce(address, method, request, authenticated, deadlineMs);
       } catch (error) {
-        lastError = ChatClientError.fromCallError(error);
+        attemptError = ChatClientError.fromCallError(error);
         // A TLS mismatch fails the same on every server and at every retry: say so now, not after 15 s.
-        if (this.closed || !isFailoverStatus(lastError.code) || lastError.hopeless) throw lastError;
+        if (this.closed || !isFailoverStatus(attemptError.code) || attemptError.hopeless) throw attemptError;
         this.replaceUnconnectedChannel(address, error);
         this.dialAllServers();
       } finally {
         clearTimeout(dialTimer);
       }
-      const redirected = this.rotation.failedOver(address, lastError.metadata);
+      // An attempt that the budget cut short and that ran out says nothing about its server: the caller
+      // hears what an earlier attempt learned instead (a CI run reported "did not answer in time" where
+      // both servers had answered that there was no leader).
+      const cutShort = deadlineMs < attemptDeadlineMs && attemptError.code === grpc.status.DEADLINE_EXCEEDED;
+      if (!cutShort || lastError === undefined) lastError = attemptError;
+      const redirected = this.rotation.failedOver(address, attemptError.metadata);
       // Following the leader's address is the expected path after a failover, so the first hop is immediate.
       const delayMs = redirected && redirectsFollowed === 0 ? 0 : retryDelayMs(attempts - 1);
       if (redirected) redirectsFollowed += 1;
