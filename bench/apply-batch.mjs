@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { v7 as uuidVersion7 } from 'uuid';
 import { ReplicaStore } from '../dist/storage/replica-store.js';
+import { median } from './support/local-clusters.mjs';
 
 const batches = Number(process.argv[2] ?? 250);
 const batchSize = Number(process.argv[3] ?? 64);
@@ -54,10 +55,6 @@ function measure(directory, round, choice) {
   }
   store.close();
   return { follower: median(followerMs), leader: median(leaderMs) };
-}
-
-function median(values) {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 }
 
 const directory = mkdtempSync('/var/tmp/replichat-apply-batch-');

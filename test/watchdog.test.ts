@@ -4,7 +4,7 @@
  * directory removed. Without it each test run left an etcd's 120 MB and a certificates directory behind per
  * test process.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,15 @@ function isRunning(pid: number): boolean {
   }
 }
 
+/** What the watchdog sees when its parent ends: nothing reads its output any more, and its stdin closes. */
+async function parentGoesAway(watchdog: ChildProcess): Promise<void> {
+  const exited = once(watchdog, 'exit');
+  watchdog.stdout!.destroy();
+  watchdog.stderr!.destroy();
+  watchdog.stdin!.end();
+  await exited;
+}
+
 test('once its stdin closes and nothing reads its output, the watchdog kills its child and removes its directory', async () => {
   const directory = mkdtempSync(join(tmpdir(), 'replichat-watchdog-'));
   writeFileSync(join(directory, 'data'), 'x'.repeat(1024));
@@ -31,12 +40,8 @@ test('once its stdin closes and nothing reads its output, the watchdog kills its
   expect(isRunning(childPid)).toBe(true);
   expect(existsSync(directory)).toBe(true);
 
-  // As when this process ends: nothing reads the watchdog's output any more, and its stdin closes.
-  const exited = once(watchdog, 'exit');
-  watchdog.stdout!.destroy();
-  watchdog.stderr!.destroy();
-  watchdog.stdin!.end();
-  await exited;
+  // As when this process ends.
+  await parentGoesAway(watchdog);
 
   expect(isRunning(childPid)).toBe(false);
   expect(existsSync(directory)).toBe(false);
@@ -48,11 +53,7 @@ test('a watchdog whose parent goes away at once still kills its child and remove
   const duration = `600.${process.pid}${Date.now() % 1000}`;
   const watchdog = spawnUnderWatchdog('sleep', [duration], directory);
   // As when the parent ends right after the spawn: bash has not written its pid line yet.
-  const exited = once(watchdog, 'exit');
-  watchdog.stdout!.destroy();
-  watchdog.stderr!.destroy();
-  watchdog.stdin!.end();
-  await exited;
+  await parentGoesAway(watchdog);
 
   expect(existsSync(directory)).toBe(false);
   expect(spawnSync('pgrep', ['-f', `sleep ${duration}`]).status).toBe(1);

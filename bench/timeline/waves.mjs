@@ -10,7 +10,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loginSender, payload, runClosedLoop, startReplichat } from '../support/local-clusters.mjs';
+import { loginSender, median, payload, runClosedLoop, startReplichat } from '../support/local-clusters.mjs';
 
 const clients = Number(process.argv[2] ?? 64);
 const sends = Number(process.argv[3] ?? 10_000);
@@ -92,6 +92,5 @@ function finish(done, nextStartMs) {
   record('wave', nextStartMs - done.startMs);
 }
 
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 console.log(`${clients} clients, ${sends} sends: ${writesPerSecond} writes/s; ${batchSizes.length} waves measured (median batch ${median(batchSizes)}), ${skipped} skipped`);
 for (const [name, values] of phases) console.log(`${median(values).toFixed(2).padStart(8)} ms  ${name}`);
