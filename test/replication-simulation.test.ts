@@ -35,6 +35,7 @@ import {
   scenarioTwoPauses,
   scenarioUncommittedReplay,
   scenarioWritesHeldDuringReplication,
+  scenarioFullBatchSplit,
 } from './simulation/regression-scenarios.js';
 
 const DEFAULT_SEED_COUNT = 32;
@@ -115,6 +116,14 @@ describe('the write path of issue 10, over the real driver', () => {
     expect(observed.appliedWhileReplicating).toBe(0);
     expect(observed.appliedAfterCommit).toBe(2);
     expect(observed.acknowledged).toBe(3);
+  }, 120_000);
+
+  scenarioTest('writes that queued together go out in batches of 32, the second while the first is replicated', async () => {
+    const { observed } = await runScenario('full-batch-split', scenarioFullBatchSplit, { reads: false });
+    expect(observed.appliedWhileHeld).toBe(0);
+    expect(observed.firstBatch).toBe(32);
+    expect(observed.secondBatchBeforeFirstCommitted).toBe(true);
+    expect(observed.acknowledged).toBe(41);
   }, 120_000);
 
   scenarioTest('a follower that stopped answering gets heartbeats, not entries, until it answers again', async () => {

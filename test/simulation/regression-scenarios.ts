@@ -301,6 +301,41 @@ export async function scenarioWritesHeldDuringReplication(harness: Harness) {
 }
 
 /**
+ * Writes that queued together go out in batches of at most MAX_WRITES_PER_BATCH, and the rest of them do not
+ * wait for the first batch's replication (ReplicaNode.applySubmitted): the second batch is committed while
+ * the first is replicated, and the first batch's writes are answered before the second's, which in a closed
+ * loop of clients lets the clients' next requests overlap the leader's work. The leader's messages are
+ * dropped for 100 ms, so one write is applied but not committed while 40 more arrive and are held; once
+ * messages flow again they must be applied as 32 and then 8, the 8 before the 32 commit.
+ */
+export async function scenarioFullBatchSplit(harness: Harness) {
+  const { cluster, workload } = harness;
+  await cluster.runFor(300);
+  const leader = cluster.recordedLeader()!;
+  const status = () => cluster.replica(leader).status()!;
+  const [sender] = workload.clientNames() as [string];
+  let acknowledged = 0;
+  const note = (answer: { ok: boolean }): void => {
+    if (answer.ok) acknowledged += 1;
+  };
+  cluster.network.partition([leader], othersThan(harness, leader), 'a-to-b');
+  void workload.sendAs(sender, leader).then(note);
+  await cluster.runFor(20);
+  const heldFrom = status().lastIndex;
+  for (let write = 0; write < 40; write += 1) void workload.sendAs(sender, leader).then(note);
+  await cluster.runFor(80);
+  const appliedWhileHeld = status().lastIndex - heldFrom;
+  cluster.network.heal();
+  await cluster.runUntil(() => status().lastIndex > heldFrom, 5000);
+  const firstBatch = status().lastIndex - heldFrom;
+  await cluster.runUntil(() => status().lastIndex >= heldFrom + 40, 5000);
+  const secondBatchBeforeFirstCommitted = status().lastIndex === heldFrom + 40 && status().commitIndex < heldFrom + firstBatch;
+  await cluster.runUntil(() => acknowledged === 41, 5000);
+  await finish(harness);
+  return { leader, appliedWhileHeld, firstBatch, secondBatchBeforeFirstCommitted, acknowledged };
+}
+
+/**
  * A follower that stopped answering is probed with heartbeats, not sent entries (found by a profile of a
  * leader with one replica killed: every 200 ms it read up to 512 entries back from SQLite and encoded them
  * for the dead follower, about 6 % of its time). One follower is crashed under writes and left down until
