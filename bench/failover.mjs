@@ -11,13 +11,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
-import { startBenchSetup } from './support/server-flags.mjs';
+import { freePorts, startBenchSetup } from './support/server-flags.mjs';
 
 const rounds = Number(process.argv[2] ?? 20);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-failover-'));
-const basePort = 42000 + Math.floor(Math.random() * 2000) * 10;
-const clientAddress = (i) => `127.0.0.1:${basePort + 10 * i + 1}`;
-const peers = [0, 1, 2].map((i) => `${i}=127.0.0.1:${basePort + 10 * i + 2}`).join(',');
+// Ports the system chose as free, as in write-throughput.mjs.
+const ports = await freePorts(6);
+const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
+const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
+const peers = [0, 1, 2].map((i) => `${i}=${peerAddress(i)}`).join(',');
 const processes = new Map();
 const setup = await startBenchSetup(directory);
 
@@ -25,7 +27,7 @@ function start(i) {
   const child = spawn(process.execPath, [
     'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
     '--data-dir', join(directory, `replica-${i}`), '--listen', clientAddress(i),
-    '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',
+    '--peer-listen', peerAddress(i), '--metrics-listen', '127.0.0.1:0', '--insecure',
     '--log-level', 'warn', ...setup.serverFlags(i),
   ], { stdio: 'ignore' });
   processes.set(i, child);

@@ -9,28 +9,32 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
-import { startBenchSetup } from './support/server-flags.mjs';
+import { freePorts, startBenchSetup } from './support/server-flags.mjs';
 
 const replicas = Number(process.argv[2] ?? 3);
 const concurrency = Number(process.argv[3] ?? 64);
 const messages = Number(process.argv[4] ?? 5000);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-bench-'));
-const basePort = 41000 + Math.floor(Math.random() * 2000) * 10;
-const peers = Array.from({ length: replicas }, (_, i) => `${i}=127.0.0.1:${basePort + 10 * i + 2}`).join(',');
+// Ports the system chose as free, rather than ports picked at random: a random one could be taken by a
+// connection's local port, and the server failing to listen there would only show as a cluster not ready.
+const ports = await freePorts(2 * replicas);
+const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
+const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
+const peers = Array.from({ length: replicas }, (_, i) => `${i}=${peerAddress(i)}`).join(',');
 const setup = await startBenchSetup(directory, replicas);
 const processes = [];
 for (let i = 0; i < replicas; i += 1) {
   processes.push(
     spawn(process.execPath, [...(process.env.PROFILE_DIRECTORY && i === Number(process.env.PROFILE_REPLICA ?? 0) ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIRECTORY}`] : []),
       'dist/cli/main.js', 'server', '--ordinal', String(i), '--peers', peers,
-      '--data-dir', join(directory, `replica-${i}`), '--listen', `127.0.0.1:${basePort + 10 * i + 1}`,
-      '--peer-listen', `127.0.0.1:${basePort + 10 * i + 2}`, '--metrics-listen', '127.0.0.1:0', '--insecure',
+      '--data-dir', join(directory, `replica-${i}`), '--listen', clientAddress(i),
+      '--peer-listen', peerAddress(i), '--metrics-listen', '127.0.0.1:0', '--insecure',
       '--log-level', 'warn', ...setup.serverFlags(i),
     ], { stdio: 'ignore' }),
   );
 }
 const Client = chatServiceClientConstructor();
-const client = new Client(`127.0.0.1:${basePort + 1}`, grpc.credentials.createInsecure());
+const client = new Client(clientAddress(0), grpc.credentials.createInsecure());
 const call = (method, request, token) =>
   new Promise((resolve, reject) => {
     const metadata = new grpc.Metadata();
