@@ -11,15 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
-import { freePorts, startBenchSetup } from './support/server-flags.mjs';
+import { freeReplicaAddresses, startBenchSetup } from './support/server-flags.mjs';
 
 const rounds = Number(process.argv[2] ?? 20);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-failover-'));
-// Ports the system chose as free, as in write-throughput.mjs.
-const ports = await freePorts(6);
-const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
-const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
-const peers = [0, 1, 2].map((i) => `${i}=${peerAddress(i)}`).join(',');
+const { clientAddress, peerAddress, peers } = await freeReplicaAddresses(3);
 const processes = new Map();
 const setup = await startBenchSetup(directory);
 

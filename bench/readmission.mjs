@@ -13,16 +13,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
-import { freePorts, startBenchSetup } from './support/server-flags.mjs';
+import { freeReplicaAddresses, startBenchSetup } from './support/server-flags.mjs';
 
 const rounds = Number(process.argv[2] ?? 6);
 const writers = Number(process.argv[3] ?? 4);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-readmission-'));
 const setup = await startBenchSetup(directory);
-const ports = await freePorts(6);
-const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
-const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
-const peers = [0, 1, 2].map((i) => `${i}=${peerAddress(i)}`).join(',');
+const { clientAddress, peerAddress, peers } = await freeReplicaAddresses(3);
 const processes = new Map();
 
 /** Starts replica i; `serving` resolves with the bench's clock when its `serving` log line arrives. */

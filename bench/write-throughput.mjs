@@ -9,18 +9,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chatServiceClientConstructor } from '../dist/api/proto.js';
-import { freePorts, startBenchSetup } from './support/server-flags.mjs';
+import { freeReplicaAddresses, startBenchSetup } from './support/server-flags.mjs';
 
 const replicas = Number(process.argv[2] ?? 3);
 const concurrency = Number(process.argv[3] ?? 64);
 const messages = Number(process.argv[4] ?? 5000);
 const directory = mkdtempSync(join(tmpdir(), 'replichat-bench-'));
-// Ports the system chose as free, rather than ports picked at random: a random one could be taken by a
-// connection's local port, and the server failing to listen there would only show as a cluster not ready.
-const ports = await freePorts(2 * replicas);
-const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
-const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
-const peers = Array.from({ length: replicas }, (_, i) => `${i}=${peerAddress(i)}`).join(',');
+const { clientAddress, peerAddress, peers } = await freeReplicaAddresses(replicas);
 const setup = await startBenchSetup(directory, replicas);
 const processes = [];
 for (let i = 0; i < replicas; i += 1) {

@@ -30,6 +30,20 @@ export async function freePorts(count) {
   return ports;
 }
 
+/**
+ * Loopback addresses for `replicas` replicas on ports the system chose as free, rather than ports picked at
+ * random: a random one could be taken by a connection's local port, and a server failing to listen there
+ * shows only as a cluster that never gets ready. Returns each replica's client and peer address, and the
+ * `--peers` list.
+ */
+export async function freeReplicaAddresses(replicas) {
+  const ports = await freePorts(2 * replicas);
+  const clientAddress = (i) => `127.0.0.1:${ports[2 * i]}`;
+  const peerAddress = (i) => `127.0.0.1:${ports[2 * i + 1]}`;
+  const peers = Array.from({ length: replicas }, (_, i) => `${i}=${peerAddress(i)}`).join(',');
+  return { clientAddress, peerAddress, peers };
+}
+
 function etcdHealthy(endpoint) {
   return new Promise((resolve) => {
     const probe = request(`${endpoint}/health`, { timeout: 1000 }, (response) => {
